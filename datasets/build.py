@@ -1,0 +1,58 @@
+"""cfg -> the stage-1 data: splits, feature store, test ground truth, train masks.
+
+The one place that turns DATA.* keys into calls of the dataset modules (datasets/*.py take plain arguments).
+"""
+import logging
+from pathlib import Path
+
+from datasets.features import open_features
+from datasets.ground_truth import frame_labels, load_mask
+from datasets.splits import read_split
+
+logger = logging.getLogger("mist")
+
+
+def load_splits(cfg, need_train=True):
+    """-> (train videos or None, test videos): list[Video] each, from DATA.TRAIN_SPLIT / DATA.TEST_SPLIT."""
+    test = read_split(cfg.DATA.TEST_SPLIT, cfg.DATA.DATASET, "DATA.TEST_SPLIT")
+    train = read_split(cfg.DATA.TRAIN_SPLIT, cfg.DATA.DATASET, "DATA.TRAIN_SPLIT") if need_train else None
+    return train, test
+
+
+def ensure_demo_features(cfg):
+    """The demo writes its generated feature file on first use (DATA.DATASET demo)."""
+    path = Path(cfg.DATA.FEATURES)
+    if cfg.DATA.DATASET == "demo" and not path.exists():
+        from datasets.demo import make_demo_features
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data_dir = Path(cfg.DATA.TRAIN_SPLIT).parent
+        summary = make_demo_features(path, data_dir=data_dir, dim=cfg.DATA.FEATURE_DIM, seed=cfg.SEED)
+        logger.info("generated the demo feature set: %s", summary)
+
+
+def open_store(cfg, videos):
+    """FeatureStore holding `videos` (list[Video]) as configured by DATA.*."""
+    ensure_demo_features(cfg)
+    if not Path(cfg.DATA.FEATURES).exists():
+        raise FileNotFoundError(f"feature file {cfg.DATA.FEATURES} does not exist: set DATA.FEATURES to the "
+                                "feature h5 or list file (see Training_Guidelines.md for where to get them)")
+    return open_features(cfg.DATA.FEATURES, [v.name for v in videos], dim=cfg.DATA.FEATURE_DIM,
+                         l2_norm=cfg.DATA.L2_NORM, storage=cfg.DATA.STORAGE, crop=cfg.DATA.CROP,
+                         root=cfg.DATA.FEATURE_ROOT or None)
+
+
+def test_ground_truth(cfg, videos):
+    """{name: uint8 (n_frames,)} per-frame labels of the test videos."""
+    return frame_labels(videos, cfg.DATA.DATASET, mask_dir=cfg.DATA.TEST_MASK_DIR or None,
+                        annotation=cfg.DATA.TEST_ANNOTATION or None)
+
+
+def train_masks(cfg, videos):
+    """{name: uint8 (n_frames,)} for the abnormal train videos that have a mask in DATA.TRAIN_MASK_DIR."""
+    if not cfg.DATA.TRAIN_MASK_DIR:
+        return {}
+    mask_dir = Path(cfg.DATA.TRAIN_MASK_DIR)
+    abnormal = [v.name for v in videos if v.label == 1]
+    masks = {name: load_mask(mask_dir / f"{name}.npy") for name in abnormal if (mask_dir / f"{name}.npy").exists()}
+    logger.info("train masks: %d of %d abnormal train videos have one in %s", len(masks), len(abnormal), mask_dir)
+    return masks

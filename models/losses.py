@@ -1,0 +1,36 @@
+"""Stage-1 MIL ranking loss (MIST_REFERENCE.md §1.4, §2.1, §2.3)."""
+import torch
+
+BAG_SCORES = ("topk", "subbag_mean")
+
+
+def bag_scores(scores, topk, bag_score="topk", part_len=None):
+    """scores: (B, N) clip scores of B bags -> (B,) bag scores.
+
+    'topk': mean of the top-k clip scores over all N sampled clips (official code; sub-bags ignored).
+    'subbag_mean': max over the N/T sub-bags of each sub-bag's mean score (paper Eq. 1 and 6).
+    """
+    if bag_score == "topk":
+        return scores.topk(topk, dim=1).values.mean(dim=1)
+    if bag_score == "subbag_mean":
+        if not part_len or scores.shape[1] % part_len:
+            raise ValueError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
+        return scores.unflatten(1, (-1, part_len)).mean(dim=2).amax(dim=1)
+    raise ValueError(f"unknown bag_score {bag_score!r}; use one of {BAG_SCORES} (STAGE1.BAG_SCORE)")
+
+
+def mil_ranking_loss(normal_scores, abnormal_scores, topk, lambda_sparse, lambda_smooth,
+                     bag_score="topk", part_len=None):
+    """normal_scores, abnormal_scores: (B, N) in [0, 1] -> (loss scalar, {"rank", "sparse", "smooth"}).
+
+    rank: margin-1 hinge averaged over all B x B (normal, abnormal) pairs (official /B^2 pairing);
+    sparse: mean of all abnormal clip scores; smooth: mean squared difference of consecutive abnormal
+    scores along the sampled sequence (it crosses sub-bag boundaries, as the official code does).
+    """
+    normal_bag = bag_scores(normal_scores, topk, bag_score, part_len)
+    abnormal_bag = bag_scores(abnormal_scores, topk, bag_score, part_len)
+    rank = torch.relu(1.0 - abnormal_bag[None, :] + normal_bag[:, None]).mean()
+    sparse = abnormal_scores.mean()
+    smooth = (abnormal_scores[:, 1:] - abnormal_scores[:, :-1]).pow(2).mean()
+    loss = rank + lambda_sparse * sparse + lambda_smooth * smooth
+    return loss, {"rank": rank, "sparse": sparse, "smooth": smooth}
