@@ -5,9 +5,12 @@ The one place that turns DATA.* keys into calls of the dataset modules (datasets
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from datasets.features import open_features
 from datasets.ground_truth import frame_labels, load_mask
 from datasets.splits import read_split
+from utils.evaluation import expand_to_frames
 
 logger = logging.getLogger("mist")
 
@@ -56,3 +59,9 @@ def train_masks(cfg, videos):
     masks = {name: load_mask(mask_dir / f"{name}.npy") for name in abnormal if (mask_dir / f"{name}.npy").exists()}
     logger.info("train masks: %d of %d abnormal train videos have one in %s", len(masks), len(abnormal), mask_dir)
     return masks
+
+
+def check_test_coverage(cfg, store, videos, labels):
+    """Fails before training, not at the first evaluation, when clip scores would outrun a video's GT."""
+    zeros = {v.name: np.zeros(store.num_clips(v.name)) for v in videos}
+    expand_to_frames(zeros, labels, [v.name for v in videos], cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS)

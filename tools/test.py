@@ -59,8 +59,6 @@ def main(argv=None):
     cfg, _ = setup_cfg(__doc__, argv)
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
         raise SystemExit("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
-    out = Path(cfg.OUTPUT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
     logger = setup_logger()
     _, videos = load_splits(cfg, need_train=False)
     labels = test_ground_truth(cfg, videos)
@@ -71,6 +69,8 @@ def main(argv=None):
         name = Path(cfg.TEST.CHECKPOINT).stem
         scores = stage1_scores(cfg, state, videos, resolve_device(cfg.DEVICE))
     metrics = evaluate(scores, labels, videos, cfg.DATA.CLIP_LEN, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+    out = Path(cfg.OUTPUT_DIR)
+    out.mkdir(parents=True, exist_ok=True)
     np.savez(out / f"test_{name}_scores.npz", **{v.name: scores[v.name] for v in videos})
     write_json(out / f"test_{name}.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES, **metrics})
     report(metrics, name, logger)

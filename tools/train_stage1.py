@@ -16,7 +16,7 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.bags import BagSampler  # noqa: E402
-from datasets.build import load_splits, open_store, test_ground_truth, train_masks  # noqa: E402
+from datasets.build import check_test_coverage, load_splits, open_store, test_ground_truth, train_masks  # noqa: E402
 from models.build import build_generator  # noqa: E402
 from models.losses import mil_ranking_loss  # noqa: E402
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: E402
@@ -102,17 +102,20 @@ def _fmt(value):
 
 def main(argv=None):
     cfg, args = setup_cfg(__doc__, argv)
-    resume_state = prepare_output_dir(cfg, args.resume, kind="stage1")
-    logger = setup_logger(cfg.OUTPUT_DIR)
+    logger = setup_logger()
     rng = seed_everything(cfg.SEED)
     device = resolve_device(cfg.DEVICE)
+    # all input is read and checked before anything is written to OUTPUT_DIR
     train_videos, test_videos = load_splits(cfg)
     store = open_store(cfg, train_videos + [v for v in test_videos if v.name not in {t.name for t in train_videos}])
     labels = test_ground_truth(cfg, test_videos)
+    check_test_coverage(cfg, store, test_videos, labels)
     s1 = cfg.STAGE1
     sampler = BagSampler(store, [v.name for v in train_videos if v.label == 0],
                          [v.name for v in train_videos if v.label == 1], s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN,
                          s1.SAMPLING, rng)
+    resume_state = prepare_output_dir(cfg, args.resume, kind="stage1")
+    logger = setup_logger(cfg.OUTPUT_DIR)
     model = build_generator(cfg).to(device)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=s1.LR, weight_decay=s1.WEIGHT_DECAY)
     start, best = 0, {"auc": -1.0, "epoch": None}

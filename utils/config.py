@@ -39,7 +39,7 @@ def load_cfg(cfg_file=None, opts=()):
         if len(opts) % 2:
             raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {' '.join(opts)}")
         cfg.merge_from_list(list(opts))
-    except KeyError as err:  # yacs: "Non-existent config key: X"
+    except (KeyError, AssertionError) as err:  # yacs: "Non-existent (config) key: X"
         raise ConfigError(f"{err.args[0]} (see configs/defaults.py for every key)") from None
     except ValueError as err:  # yacs: type mismatch
         raise ConfigError(f"{err} (write floats as 0.0 / 1e-4, strings in quotes in YAML)") from None
