@@ -41,7 +41,7 @@ _C.STAGE1.DROPOUT = 0.6  # dropout after the first two Linear layers
 _C.STAGE1.LR = 0.01  # Adagrad learning rate
 _C.STAGE1.WEIGHT_DECAY = 1e-3  # Adagrad weight decay (hard-coded in the official code)
 _C.STAGE1.GRAD_CLIP = 10.0  # max gradient L2 norm (hard-coded in the official code)
-_C.STAGE1.EVAL_BATCH_ROWS = 65536  # clips scored per forward pass at evaluation
+_C.STAGE1.EVAL_BATCH_ROWS = 16384  # clips scored per forward pass (evaluation, pseudo-labels): 256 MB of C3D features
 
 _C.PSEUDO_LABEL = CN()
 _C.PSEUDO_LABEL.CHECKPOINT = "last"  # generator that writes the pseudo-labels: last | best (best = chosen on the test set)

@@ -1,5 +1,4 @@
 """Stage-1 batches: pairs of normal and abnormal videos, each sampled into L x T clip features."""
-import numpy as np
 
 from datasets.sampling import sparse_continuous_sample
 
