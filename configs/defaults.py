@@ -26,6 +26,21 @@ _C.DATA.STORAGE = "memory"  # memory (float32 in RAM) | float16 (half the RAM) |
 _C.DATA.CROP = -1  # feature files with a crop axis: -1 averages the crops, k uses crop k
 _C.DATA.CLIP_LEN = 16  # frames covered by one feature clip (score expansion to frames)
 
+_C.DATA.FRAMES = ""  # stage 2: frames h5 (tools/make_h5.py) or a folder / list file of videos
+_C.DATA.FRAMES_KIND = "auto"  # auto | h5 | video: how DATA.FRAMES is read
+_C.DATA.FRAMES_ROOT = ""  # folder that relative paths in a video list file are resolved against
+_C.DATA.PSEUDO_LABELS = ""  # stage 2: pseudo-label file (ours .npz/.npy or the authors' .npy)
+_C.DATA.NUM_WORKERS = 4  # DataLoader worker processes per rank (0 = load in the main process)
+_C.DATA.TRAIN_SIZE = []  # stage-2 training [resize_h, resize_w, crop]; [] = backbone default (I3D 256 340 224, C3D 128 171 112)
+_C.DATA.TEST_SIZE = []  # stage-2 testing [resize_h, resize_w] (+ crop for C3D); [] = official per backbone and dataset
+
+_C.MODEL = CN()
+_C.MODEL.BACKBONE = "i3d"  # i3d | c3d: the encoder fine-tuned in stage 2
+_C.MODEL.EXPAND_K = 8  # k: guided-head channels per class (the SGA outputs 2k channels)
+_C.MODEL.DROPOUT = 0.8  # dropout before the weighted-classification head
+_C.MODEL.WIDTH = 1.0  # channel multiplier of the backbone (1.0 = the real I3D/C3D; the demo uses less)
+_C.MODEL.PRETRAINED = ""  # Kinetics I3D / Sports-1M C3D / MIST checkpoint loaded before fine-tuning ("" = random)
+
 _C.STAGE1 = CN()
 _C.STAGE1.EPOCHS = 3001  # official: 3001 "epochs"; an epoch pairs min(#normal, #abnormal) videos in batches
 _C.STAGE1.EVAL_PERIOD = 10  # evaluate on the test split (and save last.pth) every N epochs, and after the last
@@ -43,6 +58,30 @@ _C.STAGE1.WEIGHT_DECAY = 1e-3  # Adagrad weight decay (hard-coded in the officia
 _C.STAGE1.GRAD_CLIP = 10.0  # max gradient L2 norm (hard-coded in the official code)
 _C.STAGE1.EVAL_BATCH_ROWS = 16384  # clips scored per forward pass (evaluation, pseudo-labels): 256 MB of C3D features
 
+_C.STAGE2 = CN()
+_C.STAGE2.EPOCHS = 301  # official: 301
+_C.STAGE2.EVAL_PERIOD = 10  # evaluate on the test videos (and save last.pth) every N epochs, and after the last
+_C.STAGE2.BATCH_SIZE = 10  # videos per class per iteration, all ranks together (SHT 10 + 10, UCF 16 + 16 in the paper)
+_C.STAGE2.CLIP_NUM = 3  # clips sampled per video
+_C.STAGE2.OPTIMIZER = "adam"  # adam | sgd (Nesterov, momentum 0.9)
+_C.STAGE2.LR = 1e-4  # base learning rate
+_C.STAGE2.WEIGHT_DECAY = 5e-4  # L2 weight decay (coupled, as torch.optim.Adam)
+_C.STAGE2.NO_BIAS_DECAY = False  # no weight decay on biases (official UCF-C3D)
+_C.STAGE2.WARMUP_EPOCHS = 5  # lr x (epoch + 0.5) / 5 for the first epochs (official LambdaLR), then constant
+_C.STAGE2.FREEZE_EPOCHS = 30  # backbone frozen (and its BatchNorm in eval mode) for the first N epochs
+_C.STAGE2.BN_EVAL = False  # keep backbone BatchNorm in eval mode after unfreezing too
+_C.STAGE2.ACCUMULATE = 3  # iterations per optimizer step (gradient accumulation, continuous across epochs)
+_C.STAGE2.GRAD_CLIP = 20.0  # max gradient L2 norm (official: 20 SHT-I3D/UCF-C3D, 10 SHT-C3D)
+_C.STAGE2.CLASS_WEIGHTS = [0.8, 0.65]  # (abnormal, normal) weights of the soft cross-entropy (official SHT-I3D)
+_C.STAGE2.LAMBDA_GUIDED = 1.0  # weight of the guided head's loss
+_C.STAGE2.LABEL_MODE = "interp"  # clip label from PLs: interp (correct direction) | interp_official (inverted) | max
+_C.STAGE2.NORMAL_LABEL = "zero"  # normal videos' clips: zero (paper) | pseudo (official UCF-C3D: generator scores)
+_C.STAGE2.HARD_LABELS = False  # video labels as clip labels (the paper's "w/o PLs" ablation)
+_C.STAGE2.PL_TOLERANCE = 1  # warn when a video's pseudo-labels and segments differ by more clips than this
+_C.STAGE2.AMP = "off"  # off | bf16 | fp16 (torch.autocast; fp16 uses a GradScaler)
+_C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (multi-GPU)
+_C.STAGE2.CHANNELS_LAST = False  # channels_last_3d memory format (faster convolutions on recent GPUs)
+
 _C.PSEUDO_LABEL = CN()
 _C.PSEUDO_LABEL.CHECKPOINT = "last"  # generator that writes the pseudo-labels: last | best (best = chosen on the test set)
 _C.PSEUDO_LABEL.KERNEL = 5  # box smoothing width (odd)
@@ -53,11 +92,14 @@ _C.TEST.CHECKPOINT = ""  # checkpoint evaluated by tools/test.py
 _C.TEST.SCORES = ""  # or: a saved per-video score file (.npz, or official-style .npy dict) to evaluate
 _C.TEST.THRESHOLD = 0.5  # score threshold of the false alarm rates
 _C.TEST.MAX_PAD_CLIPS = 0  # clips a video's scores may run past its ground truth (GT padded by its last frame)
+_C.TEST.TEN_CROP = False  # stage 2: average the scores of 10 crops (4 corners + centre, and mirrored)
+_C.TEST.BATCH_SIZE = 16  # stage 2: clips per forward pass at test time
 
 DATASETS = ("shanghaitech", "ucf_crime", "xd_violence", "demo")
 STORAGES = ("memory", "float16", "lazy")
 SAMPLINGS = ("uniform", "random", "isolated")
 BAG_SCORES = ("topk", "subbag_mean")
+BACKBONES = ("i3d", "c3d")
 
 
 def get_cfg_defaults():
@@ -97,5 +139,21 @@ def validate_cfg(cfg):
     if cfg.PSEUDO_LABEL.KERNEL < 1 or cfg.PSEUDO_LABEL.KERNEL % 2 == 0:
         raise ValueError(f"PSEUDO_LABEL.KERNEL must be a positive odd integer, got {cfg.PSEUDO_LABEL.KERNEL}")
     _check_choice(cfg.PSEUDO_LABEL.CHECKPOINT, "PSEUDO_LABEL.CHECKPOINT", ("last", "best"))
-    if not cfg.DATA.FEATURES and not cfg.TEST.SCORES:
-        raise ValueError("DATA.FEATURES is empty: set it to a feature h5 file or a feature list file")
+    _validate_stage2(cfg)
+
+
+def _validate_stage2(cfg):
+    s2 = cfg.STAGE2
+    _check_choice(cfg.MODEL.BACKBONE, "MODEL.BACKBONE", BACKBONES)
+    _check_choice(s2.OPTIMIZER, "STAGE2.OPTIMIZER", ("adam", "sgd"))
+    _check_choice(s2.LABEL_MODE, "STAGE2.LABEL_MODE", ("interp", "interp_official", "max"))
+    _check_choice(s2.NORMAL_LABEL, "STAGE2.NORMAL_LABEL", ("zero", "pseudo"))
+    _check_choice(s2.AMP, "STAGE2.AMP", ("off", "bf16", "fp16"))
+    _check_choice(cfg.DATA.FRAMES_KIND, "DATA.FRAMES_KIND", ("auto", "h5", "video"))
+    for key in ("EPOCHS", "EVAL_PERIOD", "BATCH_SIZE", "CLIP_NUM", "ACCUMULATE"):
+        if s2[key] <= 0:
+            raise ValueError(f"STAGE2.{key} must be positive, got {s2[key]}")
+    if len(s2.CLASS_WEIGHTS) != 2:
+        raise ValueError(f"STAGE2.CLASS_WEIGHTS must be (abnormal, normal), got {s2.CLASS_WEIGHTS}")
+    if len(cfg.DATA.TRAIN_SIZE) not in (0, 3) or len(cfg.DATA.TEST_SIZE) not in (0, 2, 3):
+        raise ValueError("DATA.TRAIN_SIZE is [] or [resize_h, resize_w, crop]; DATA.TEST_SIZE is [], [h, w] or [h, w, crop]")

@@ -35,6 +35,8 @@ def ensure_demo_features(cfg):
 
 def open_store(cfg, videos):
     """FeatureStore holding `videos` (list[Video]) as configured by DATA.*."""
+    if not cfg.DATA.FEATURES:
+        raise FileNotFoundError("DATA.FEATURES is empty: set it to a feature h5 file or a feature list file")
     ensure_demo_features(cfg)
     if not Path(cfg.DATA.FEATURES).exists():
         raise FileNotFoundError(f"feature file {cfg.DATA.FEATURES} does not exist: set DATA.FEATURES to the "

@@ -1,0 +1,1 @@
+from models.build import build_generator, build_model  # noqa: F401
