@@ -67,3 +67,49 @@ def check_test_coverage(cfg, store, videos, labels):
     """Fails before training, not at the first evaluation, when clip scores would outrun a video's GT."""
     zeros = {v.name: np.zeros(store.num_clips(v.name)) for v in videos}
     expand_to_frames(zeros, labels, [v.name for v in videos], cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS)
+
+
+def open_frame_source(cfg, videos):
+    """FrameSource over DATA.FRAMES (a frames h5, or a folder / list of videos) holding `videos`."""
+    from datasets.frames import open_frames
+
+    if not cfg.DATA.FRAMES:
+        raise FileNotFoundError("DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder")
+    if not Path(cfg.DATA.FRAMES).exists():
+        raise FileNotFoundError(f"DATA.FRAMES {cfg.DATA.FRAMES} does not exist")
+    return open_frames(cfg.DATA.FRAMES, kind=cfg.DATA.FRAMES_KIND, names=[v.name for v in videos],
+                       root=cfg.DATA.FRAMES_ROOT or None)
+
+
+def _size(values):
+    """[] -> None (backbone default); [h, w, crop] -> ((h, w), crop); [h, w] -> ((h, w), min(h, w))."""
+    if not values:
+        return None
+    return (int(values[0]), int(values[1])), int(values[2]) if len(values) == 3 else min(values[:2])
+
+
+def stage2_transforms(cfg):
+    """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys."""
+    from datasets.transforms import TestTransform, TrainTransform
+
+    train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE))
+    test = TestTransform(cfg.MODEL.BACKBONE, cfg.DATA.DATASET, ten_crop=cfg.TEST.TEN_CROP,
+                         size=_size(cfg.DATA.TEST_SIZE))
+    return train, test
+
+
+def stage2_train_dataset(cfg, frames, videos, transform):
+    """ClipDataset of the train videos with the pseudo-labels of DATA.PSEUDO_LABELS (none for HARD_LABELS)."""
+    from datasets.clips import ClipDataset
+    from utils.pseudo_labels import load_score_dict
+
+    s2 = cfg.STAGE2
+    pseudo = None
+    if not s2.HARD_LABELS:
+        if not cfg.DATA.PSEUDO_LABELS:
+            raise FileNotFoundError("DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
+                                    "the authors' *_PLs.npy), or set STAGE2.HARD_LABELS True for the w/o-PLs ablation")
+        pseudo = load_score_dict(cfg.DATA.PSEUDO_LABELS)
+    return ClipDataset(frames, videos, pseudo, transform, clip_num=s2.CLIP_NUM, label_mode=s2.LABEL_MODE,
+                       normal_label=s2.NORMAL_LABEL, hard_labels=s2.HARD_LABELS, seed=cfg.SEED,
+                       pl_tolerance=s2.PL_TOLERANCE)

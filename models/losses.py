@@ -34,3 +34,15 @@ def mil_ranking_loss(normal_scores, abnormal_scores, topk, lambda_sparse, lambda
     smooth = (abnormal_scores[:, 1:] - abnormal_scores[:, :-1]).pow(2).mean()
     loss = rank + lambda_sparse * sparse + lambda_smooth * smooth
     return loss, {"rank": rank, "sparse": sparse, "smooth": smooth}
+
+
+def weighted_soft_ce(logits, target, weight_abnormal, weight_normal):
+    """Class-weighted 2-class cross-entropy with soft targets (stage 2, MIST_REFERENCE.md §3.7).
+
+    logits: (N, 2) pre-softmax; target: (N,) abnormal probability in [0, 1] -> scalar mean over N.
+    Equals the official Weighted_BCE_Loss on softmax(logits)[:, 1], computed with log_softmax instead of
+    log(p + 1e-8) so it stays finite under mixed precision.
+    """
+    log_p = torch.log_softmax(logits.float(), dim=1)
+    target = target.float()
+    return -(weight_abnormal * target * log_p[:, 1] + weight_normal * (1 - target) * log_p[:, 0]).mean()

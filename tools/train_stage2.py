@@ -1,0 +1,227 @@
+"""Stage 2 of MIST: fine-tune the SGA-boosted I3D/C3D encoder on frames with stage-1 pseudo-labels.
+
+    python tools/train_stage2.py --cfg configs/shanghaitech/i3d_stage2.yaml [KEY VALUE ...]
+    torchrun --nproc_per_node 4 tools/train_stage2.py --cfg ...            # multi-GPU (DDP)
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 tools/train_stage2.py --cfg ...
+
+Writes to OUTPUT_DIR (rank 0 only): config.yaml, log.txt, metrics.jsonl, tensorboard/,
+checkpoints/{last,best}.pth, test_scores.npz and results.json (written last: the run is finished).
+"""
+import re
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
+                            test_ground_truth)
+from datasets.samplers import PairedBatchSampler  # noqa: E402
+from models.build import build_model  # noqa: E402
+from models.losses import weighted_soft_ce  # noqa: E402
+from models.weights import load_weights  # noqa: E402
+from utils import distributed as dist  # noqa: E402
+from utils import training  # noqa: E402
+from utils.checkpoint import save_checkpoint, write_json  # noqa: E402
+from utils.config import setup_cfg  # noqa: E402
+from utils.evaluation import evaluate  # noqa: E402
+from utils.logger import MetricsWriter, setup_logger  # noqa: E402
+from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
+from utils.video_scoring import autocast, score_videos_on_frames  # noqa: E402
+
+SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REFERENCE.md §6.24)"
+
+
+class Trainer:
+    """The state that changes during training: model (+ DDP wrapper), optimizer, schedule, step counter."""
+
+    def __init__(self, cfg, model, device, world_size):
+        self.cfg, self.model, self.device, self.world_size = cfg, model, device, world_size
+        self.optimizer = training.build_optimizer(cfg, model)
+        self.scheduler = training.warmup_schedule(self.optimizer, cfg.STAGE2.WARMUP_EPOCHS)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.STAGE2.AMP == "fp16")
+        self.global_step, self.frozen, self.ddp = 0, None, None
+
+    def set_phase(self, epoch):
+        """Backbone frozen for the first STAGE2.FREEZE_EPOCHS; DDP is rebuilt when that changes."""
+        frozen = epoch < self.cfg.STAGE2.FREEZE_EPOCHS
+        if frozen != self.frozen:
+            training.set_backbone_trainable(self.model, not frozen)
+            if self.world_size > 1:  # DDP registers only the parameters that require grad at construction
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+            self.frozen = frozen
+        training.set_train_mode(self.model, backbone_bn_eval=frozen or self.cfg.STAGE2.BN_EVAL)
+
+    def step(self, clips, labels):
+        """One iteration: forward/backward; an optimizer step every STAGE2.ACCUMULATE iterations -> losses."""
+        s2, net = self.cfg.STAGE2, self.ddp or self.model
+        clips = clips.flatten(0, 1).to(self.device, non_blocking=True)  # (2b * clip_num, 3, 16, h, w)
+        if s2.CHANNELS_LAST:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        target = labels.flatten(0, 1)[:, 1].to(self.device)
+        self.global_step += 1
+        sync = self.global_step % s2.ACCUMULATE == 0
+        with (net.no_sync() if self.ddp is not None and not sync else _nullcontext()), autocast(self.device, s2.AMP):
+            out = net(clips)
+            head = weighted_soft_ce(out["logits"], target, *s2.CLASS_WEIGHTS)
+            guided = weighted_soft_ce(out["guided_logits"], target, *s2.CLASS_WEIGHTS)
+            loss = head + s2.LAMBDA_GUIDED * guided
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"stage-2 loss is {loss.item()} at step {self.global_step}: lower STAGE2.LR "
+                                     "or use STAGE2.AMP bf16 / off")
+        self.scaler.scale(loss / s2.ACCUMULATE).backward()
+        if sync:  # the counter runs across epochs, so accumulation windows never break at epoch ends
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s2.GRAD_CLIP)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return {"loss": loss.item(), "loss_head": head.item(), "loss_guided": guided.item()}
+
+    def state(self, epoch, best):
+        training.average_grads_across_ranks(self.model)
+        rng = dist.gather_dicts({dist_rank(): torch.get_rng_state()})
+        return {"kind": "stage2", "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                "global_step": self.global_step, "pending_grads": training.pending_grads(self.model),
+                "best": best, "cfg": self.cfg.dump(), "torch_rng": [rng[r] for r in sorted(rng)]}
+
+    def restore(self, state, rank):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.global_step = state["global_step"]
+        training.restore_grads(self.model, state["pending_grads"])
+        if rank < len(state["torch_rng"]):
+            torch.set_rng_state(state["torch_rng"][rank])
+        return state["epoch"], state["best"]
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def dist_rank():
+    return torch.distributed.get_rank() if dist.is_distributed() else 0
+
+
+def train_one_epoch(trainer, loader, epoch, show):
+    loader.batch_sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
+    trainer.set_phase(epoch)
+    totals, lr = {}, trainer.optimizer.param_groups[0]["lr"]
+    for clips, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show, dynamic_ncols=True):
+        for key, value in trainer.step(clips, labels).items():
+            totals[key] = totals.get(key, 0.0) + value / len(loader)
+    with warnings.catch_warnings():  # an epoch may end inside an accumulation window, before any step
+        warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
+        trainer.scheduler.step()
+    return {"lr": lr, **{k: dist.all_reduce_mean(v, trainer.device) for k, v in totals.items()}}
+
+
+def evaluate_model(cfg, model, frames, videos, labels, transform, device, rank, world):
+    """-> (metrics, {video: clip scores}) on the test videos (all ranks share the scoring)."""
+    scores = score_videos_on_frames(model, frames, [v.name for v in videos], transform, device,
+                                    cfg.TEST.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.STAGE2.AMP, rank, world)
+    metrics = evaluate(scores, labels, videos, frames.segment_len, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+    return metrics, scores
+
+
+def build_loader(cfg, dataset, rank, world):
+    sampler = PairedBatchSampler(dataset.normal_indices(), dataset.abnormal_indices(), cfg.STAGE2.BATCH_SIZE,
+                                 rank, world, cfg.SEED)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATA.NUM_WORKERS,
+                                       pin_memory=torch.cuda.is_available(),
+                                       persistent_workers=cfg.DATA.NUM_WORKERS > 0)
+
+
+def main(argv=None):
+    cfg, args = setup_cfg(__doc__, argv)
+    rank, world, device = dist.init_distributed(cfg.DEVICE)
+    logger = setup_logger()
+    torch.manual_seed(cfg.SEED + rank)
+    # all input is read and checked before anything is written to OUTPUT_DIR
+    train_videos, test_videos = load_splits(cfg)
+    train_names = {v.name for v in train_videos}
+    frames = open_frame_source(cfg, train_videos + [v for v in test_videos if v.name not in train_names])
+    train_transform, test_transform = stage2_transforms(cfg)
+    dataset = stage2_train_dataset(cfg, frames, train_videos, train_transform)
+    labels = test_ground_truth(cfg, test_videos)
+    loader = build_loader(cfg, dataset, rank, world)
+    model = build_model(cfg)
+    if cfg.MODEL.PRETRAINED:
+        load_weights(model, cfg.MODEL.PRETRAINED)
+    if cfg.STAGE2.SYNC_BN and world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if cfg.STAGE2.CHANNELS_LAST:
+        model.to(memory_format=torch.channels_last_3d)
+    trainer = Trainer(cfg, model, device, world)
+    resume_state = dist.broadcast_object(prepare_output_dir(cfg, args.resume, kind="stage2") if rank == 0 else None)
+    dist.barrier()
+    if rank == 0:
+        logger = setup_logger(cfg.OUTPUT_DIR)
+    start, best = 0, {"auc": -1.0, "epoch": None}
+    if resume_state is not None:
+        check_resumed_cfg(resume_state, cfg)
+        start, best = trainer.restore(resume_state, rank)
+        logger.info("resumed from epoch %d (best test AUC %.4f)", start, best["auc"])
+    logger.info("stage 2 (%s) on %s: %d train videos (%d iterations/epoch x %d rank(s)), %d test videos, device %s",
+                cfg.MODEL.BACKBONE, cfg.DATA.DATASET, len(train_videos), len(loader), world, len(test_videos), device)
+    writer = MetricsWriter(cfg.OUTPUT_DIR, enabled=rank == 0)
+    ckpt_dir = Path(cfg.OUTPUT_DIR) / "checkpoints"
+    for epoch in range(start, cfg.STAGE2.EPOCHS):
+        losses = train_one_epoch(trainer, loader, epoch, show=rank == 0)
+        if (epoch + 1) % cfg.STAGE2.EVAL_PERIOD and epoch + 1 != cfg.STAGE2.EPOCHS:
+            logger.info("epoch %d: loss %.4f", epoch + 1, losses["loss"])
+            continue
+        metrics, _ = evaluate_model(cfg, model, frames, test_videos, labels, test_transform, device, rank, world)
+        improved = metrics["auc"] > best["auc"]
+        if improved:
+            best = {"auc": metrics["auc"], "epoch": epoch + 1}
+        state = trainer.state(epoch + 1, best)  # collective: every rank takes part
+        if rank == 0:
+            save_checkpoint(ckpt_dir / "last.pth", **state)
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pth", **state)
+        writer.write({"epoch": epoch + 1, "step": trainer.global_step, "split": "test", "lr": losses.pop("lr"),
+                      **{f"train/{k}": v for k, v in losses.items()},
+                      **{k: v for k, v in metrics.items() if k != "per_class"}, "per_class": metrics["per_class"],
+                      "best_auc": best["auc"], "best_epoch": best["epoch"], "selection": SELECTION_NOTE}, epoch + 1)
+        logger.info("epoch %d: loss %.4f  test AUC %.4f  AP %.4f  FAR %.4f  (best %.4f at epoch %s)", epoch + 1,
+                    losses["loss"], metrics["auc"], metrics["ap"], metrics["far"], best["auc"], best["epoch"])
+    writer.close()
+    return finish(cfg, trainer, frames, test_videos, labels, test_transform, rank, world, best, logger)
+
+
+def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, logger):
+    """Final test metrics of the last model, weight digests of every rank, results.json (rank 0)."""
+    metrics, scores = evaluate_model(cfg, trainer.model, frames, videos, labels, transform, trainer.device, rank, world)
+    digests = dist.gather_dicts({rank: training.weights_digest(trainer.model)})
+    results = {"test": metrics, "best": best, "selection": SELECTION_NOTE, "world_size": world,
+               "weights_digest_per_rank": [digests[r] for r in sorted(digests)]}
+    if rank == 0:
+        if len(set(results["weights_digest_per_rank"])) != 1:
+            logger.error("ranks ended with different weights: %s", results["weights_digest_per_rank"])
+        np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **scores)
+        write_json(Path(cfg.OUTPUT_DIR) / FINISHED_MARKER, results)
+        logger.info("test (last model): AUC %.4f  AP %.4f  FAR %.4f  FAR(normal videos) %s", metrics["auc"],
+                    metrics["ap"], metrics["far"], metrics["far_normal_videos"])
+    dist.barrier()
+    dist.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()

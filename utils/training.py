@@ -1,0 +1,72 @@
+"""Stage-2 training pieces: optimizer, warm-up, backbone freezing, BatchNorm modes, gradient bookkeeping."""
+import hashlib
+
+import torch
+from torch import nn
+
+
+def build_optimizer(cfg, model):
+    """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient (MIST_REFERENCE.md §3.8)."""
+    s2 = cfg.STAGE2
+    params = model.parameters()
+    if s2.NO_BIAS_DECAY:  # official UCF-C3D: decay only parameters named '*weight*'
+        named = list(model.named_parameters())
+        params = [{"params": [p for n, p in named if "weight" in n]},
+                  {"params": [p for n, p in named if "weight" not in n], "weight_decay": 0.0}]
+    if s2.OPTIMIZER == "sgd":
+        return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True, weight_decay=s2.WEIGHT_DECAY)
+    return torch.optim.Adam(params, lr=s2.LR, weight_decay=s2.WEIGHT_DECAY)
+
+
+def warmup_schedule(optimizer, warmup_epochs):
+    """Per-epoch LambdaLR: x (epoch + 0.5) / warmup for the first epochs (0.1, 0.3, ... for 5), then x 1."""
+    def factor(epoch):
+        return (epoch + 0.5) / warmup_epochs if epoch < warmup_epochs else 1.0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def set_backbone_trainable(model, trainable):
+    for p in model.backbone.parameters():
+        p.requires_grad_(trainable)
+
+
+def set_train_mode(model, backbone_bn_eval):
+    """model.train(), with the backbone's BatchNorm layers in eval mode (running statistics) if asked.
+
+    Frozen backbones keep BN in eval mode, so neither their affine parameters nor their statistics change.
+    """
+    model.train()
+    if backbone_bn_eval:
+        for module in model.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def pending_grads(model):
+    """Accumulated gradients not yet stepped (None where a parameter has none), for checkpoints."""
+    return [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+
+
+def restore_grads(model, grads):
+    for p, g in zip(model.parameters(), grads):
+        p.grad = None if g is None else g.to(p.device)
+
+
+def average_grads_across_ranks(model):
+    """Averages accumulated (unsynchronised) gradients over ranks, so rank 0's copy stands for all."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for p in model.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= dist.get_world_size()
+
+
+def weights_digest(model):
+    """sha256 of all parameters and buffers (bytes, in state-dict order): equal digests = identical weights."""
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

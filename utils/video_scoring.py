@@ -1,0 +1,67 @@
+"""Scoring every 16-frame clip of test videos with a stage-2 model (batched, any number of workers/ranks).
+
+Each video is decoded once, sequentially (FrameSource.iter_segments), so raw videos need no seeking. The
+per-video clip scores then go through the same evaluation code as stage 1 (utils/evaluation.py).
+"""
+import numpy as np
+import torch
+
+from models.mist import anomaly_score
+from utils.distributed import gather_dicts
+
+
+class SegmentStream(torch.utils.data.IterableDataset):
+    """Yields (video index, segment index, clip float32 (3, 16, h, w) or (10, 3, 16, h, w)).
+
+    Each DataLoader worker takes every num_workers-th video of `names`.
+    """
+
+    def __init__(self, frames, names, transform, read_batch=8):
+        self.frames, self.names, self.transform, self.read_batch = frames, list(names), transform, read_batch
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        seg = self.frames.segment_len
+        for v in range(worker, len(self.names), workers):
+            for start, frames in self.frames.iter_segments(self.names[v], self.read_batch):
+                for k in range(len(frames) // seg):
+                    yield v, start + k, self.transform(frames[k * seg:(k + 1) * seg])
+
+
+def autocast(device, amp):
+    """torch.autocast for STAGE2.AMP 'bf16' | 'fp16' | 'off'."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+@torch.inference_mode()
+def score_videos_on_frames(model, frames, names, transform, device, batch_size=16, num_workers=0, amp="off",
+                           rank=0, world_size=1):
+    """-> {name: float32 (n_segments,)} anomaly scores of every whole segment of every video in `names`.
+
+    model: an (unwrapped) MIST model, put in eval mode here, so BatchNorm uses its running statistics (the
+    official SHT-I3D code updated them on test data, MIST_REFERENCE.md §6.20). Ten-crop clips are scored
+    view by view and averaged. Ranks score disjoint shares of the videos; every rank returns all scores.
+    """
+    model.eval()
+    mine = names[rank::world_size]
+    scores = {name: np.full(frames.num_segments(name), np.nan, dtype=np.float32) for name in mine}
+    loader = torch.utils.data.DataLoader(SegmentStream(frames, mine, transform), batch_size=batch_size,
+                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    for video_idx, seg_idx, clips in loader:
+        views = clips.shape[1] if clips.dim() == 6 else 1
+        with autocast(device, amp):
+            out = model(clips.flatten(0, 1).to(device, non_blocking=True) if views > 1 else clips.to(device))
+        clip_scores = anomaly_score(out["logits"].float()).view(-1, views).mean(dim=1).cpu().numpy()
+        for v, s, value in zip(video_idx.tolist(), seg_idx.tolist(), clip_scores):
+            scores[mine[v]][s] = value
+    _check_complete(scores)
+    return gather_dicts(scores)
+
+
+def _check_complete(scores):
+    for name, values in scores.items():
+        if np.isnan(values).any():
+            raise RuntimeError(f"video '{name}': {int(np.isnan(values).sum())} of its {len(values)} clips got no "
+                               "score (the frame source returned fewer segments than it announced) or a NaN score")
