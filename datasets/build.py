@@ -77,8 +77,13 @@ def open_frame_source(cfg, videos):
         raise FileNotFoundError("DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder")
     if not Path(cfg.DATA.FRAMES).exists():
         raise FileNotFoundError(f"DATA.FRAMES {cfg.DATA.FRAMES} does not exist")
-    return open_frames(cfg.DATA.FRAMES, kind=cfg.DATA.FRAMES_KIND, names=[v.name for v in videos],
-                       root=cfg.DATA.FRAMES_ROOT or None)
+    frames = open_frames(cfg.DATA.FRAMES, kind=cfg.DATA.FRAMES_KIND, names=[v.name for v in videos],
+                         root=cfg.DATA.FRAMES_ROOT or None)
+    short = [v.name for v in videos if frames.num_segments(v.name) < 1]
+    if short:
+        raise ValueError(f"{len(short)} video(s) have fewer than {frames.segment_len} frames, so no clip can be cut "
+                         f"from them: {short[:5]}; drop them from the split files")
+    return frames
 
 
 def _size(values):

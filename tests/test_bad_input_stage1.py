@@ -74,7 +74,7 @@ def test_cuda_requested_without_cuda(tiny, tmp_path):
 def test_checkpoint_from_another_model(tiny, tmp_path):
     foreign = tmp_path / "foreign.pth"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, foreign)
-    with pytest.raises(ValueError, match="not a stage1 checkpoint"):
+    with pytest.raises(ValueError, match="neither a stage-1 checkpoint nor a MIST model"):
         test_tool.main(tiny_opts(tiny, tmp_path / "out") + ["TEST.CHECKPOINT", str(foreign)])
     other_dim = tmp_path / "run"
     train_stage1.main(tiny_opts(tiny, other_dim, epochs=2))

@@ -1,7 +1,12 @@
 """Evaluate a checkpoint, or any method's saved scores, with the paper's frame-level metrics.
 
     python tools/test.py --cfg configs/shanghaitech/i3d_stage1.yaml TEST.CHECKPOINT out/checkpoints/best.pth
+    python tools/test.py --cfg configs/shanghaitech/i3d_stage2.yaml TEST.CHECKPOINT SHT_I3D_AUC_0.9483.pth
     python tools/test.py --cfg configs/ucf_crime/i3d_stage1.yaml TEST.SCORES my_method_scores.npz
+
+A stage-1 checkpoint is run on the features (DATA.FEATURES); a stage-2 checkpoint (ours, the authors'
+released MIST checkpoints, or a converted state dict) on the test videos (DATA.FRAMES), with the official
+test transforms (TEST.TEN_CROP for 10-crop). `torchrun` shares the videos of a stage-2 test over GPUs.
 
 Prints and writes to OUTPUT_DIR: `test_<name>.json` (AUC, AP, PR-AUC, score gap, both false alarm rates,
 per-class metrics on UCF-Crime/XD-Violence) and `test_<name>_scores.npz` (per-video clip scores).
@@ -15,11 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
-from datasets.build import load_splits, open_store, test_ground_truth  # noqa: E402
-from models.build import build_generator  # noqa: E402
-from utils.checkpoint import load_checkpoint, write_json  # noqa: E402
+from datasets.build import load_splits, open_frame_source, open_store, stage2_transforms, test_ground_truth  # noqa
+from models.build import build_generator, build_model  # noqa: E402
+from models.weights import CheckpointError, load_weights, read_checkpoint  # noqa: E402
+from utils import distributed as dist  # noqa: E402
+from utils.checkpoint import write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
-from utils.env import resolve_device  # noqa: E402
+from utils.video_scoring import score_videos_on_frames  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
@@ -55,25 +62,56 @@ def report(metrics, name, logger):
         logger.info("  %-14s AUC %s%%  videos %d", category, auc, m["n_videos"])
 
 
+def stage2_scores(cfg, state, videos, device, rank, world):
+    """Scores every clip of the test videos with a stage-2 model: ours (rebuilt from its config) or any
+    MIST checkpoint file (built from this config's MODEL keys; a wrong backbone is refused)."""
+    model_cfg = CfgNode.load_cfg(state["cfg"]) if isinstance(state, dict) and state.get("kind") == "stage2" else cfg
+    model = build_model(model_cfg)
+    load_weights(model, cfg.TEST.CHECKPOINT)
+    frames = open_frame_source(cfg, videos)
+    test_cfg = cfg.clone()
+    test_cfg.defrost()
+    test_cfg.MODEL.BACKBONE = model_cfg.MODEL.BACKBONE
+    _, transform = stage2_transforms(test_cfg)
+    return score_videos_on_frames(model.to(device), frames, [v.name for v in videos], transform, device,
+                                  cfg.TEST.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.STAGE2.AMP, rank, world), frames
+
+
+def checkpoint_scores(cfg, videos, rank, world, device):
+    """-> ({video: clip scores}, clip length in frames) of TEST.CHECKPOINT, dispatched on what it holds."""
+    state = read_checkpoint(cfg.TEST.CHECKPOINT)
+    if isinstance(state, dict) and state.get("kind") == "stage1":
+        return stage1_scores(cfg, state, videos, device), cfg.DATA.CLIP_LEN
+    try:
+        scores, frames = stage2_scores(cfg, state, videos, device, rank, world)
+    except CheckpointError as err:
+        raise ValueError(f"{cfg.TEST.CHECKPOINT} is neither a stage-1 checkpoint nor a MIST model for "
+                         f"MODEL.BACKBONE {cfg.MODEL.BACKBONE}: {err}") from None
+    return scores, frames.segment_len
+
+
 def main(argv=None):
     cfg, _ = setup_cfg(__doc__, argv)
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
         raise SystemExit("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
+    rank, world, device = dist.init_distributed(cfg.DEVICE)
     logger = setup_logger()
     _, videos = load_splits(cfg, need_train=False)
     labels = test_ground_truth(cfg, videos)
     if cfg.TEST.SCORES:
-        name, scores = Path(cfg.TEST.SCORES).stem, load_score_dict(cfg.TEST.SCORES)
+        name, scores, clip_len = Path(cfg.TEST.SCORES).stem, load_score_dict(cfg.TEST.SCORES), cfg.DATA.CLIP_LEN
     else:
-        state = load_checkpoint(cfg.TEST.CHECKPOINT, expect_kind="stage1")
         name = Path(cfg.TEST.CHECKPOINT).stem
-        scores = stage1_scores(cfg, state, videos, resolve_device(cfg.DEVICE))
-    metrics = evaluate(scores, labels, videos, cfg.DATA.CLIP_LEN, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
-    out = Path(cfg.OUTPUT_DIR)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / f"test_{name}_scores.npz", **{v.name: scores[v.name] for v in videos})
-    write_json(out / f"test_{name}.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES, **metrics})
-    report(metrics, name, logger)
+        scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
+    metrics = evaluate(scores, labels, videos, clip_len, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+    if rank == 0:
+        out = Path(cfg.OUTPUT_DIR)
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / f"test_{name}_scores.npz", **{v.name: scores[v.name] for v in videos})
+        write_json(out / f"test_{name}.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES,
+                                               "ten_crop": cfg.TEST.TEN_CROP, **metrics})
+        report(metrics, name, logger)
+    dist.cleanup()
     return metrics
 
 
