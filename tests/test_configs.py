@@ -34,6 +34,32 @@ def test_each_config_loads_and_builds_its_model(path):
         assert Path(cfg.DATA[key]).is_file(), f"{path}: DATA.{key} must point at a file shipped in data/"
 
 
+STAGE2_CONFIGS = sorted((REPO_ROOT / "configs").rglob("*stage2.yaml"))
+OFFICIAL_STAGE2 = {  # MIST_REFERENCE.md §3.8: (batch, accumulate, grad clip, class weights, freeze epochs)
+    "shanghaitech/i3d": (10, 3, 20.0, [0.8, 0.65], 30), "shanghaitech/c3d": (10, 1, 10.0, [1.0, 1.0], 30),
+    "ucf_crime/c3d": (32, 5, 20.0, [1.0, 1.0], 60), "ucf_crime/i3d": (10, 3, 20.0, [1.2, 0.8], 30),
+}
+
+
+@pytest.mark.parametrize("path", STAGE2_CONFIGS, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_each_stage2_config_has_the_official_settings_and_builds_its_model(path):
+    from models.build import build_model
+
+    assert len(path.read_text().splitlines()) <= 25
+    cfg = load_cfg(path)
+    key = f"{path.parent.name}/{path.name.split('_')[0]}"
+    if key in OFFICIAL_STAGE2:
+        s2 = cfg.STAGE2
+        assert (s2.BATCH_SIZE, s2.ACCUMULATE, s2.GRAD_CLIP, list(s2.CLASS_WEIGHTS), s2.FREEZE_EPOCHS) == \
+            OFFICIAL_STAGE2[key]
+        assert (s2.EPOCHS, s2.CLIP_NUM, s2.LR, s2.WEIGHT_DECAY, s2.WARMUP_EPOCHS, cfg.MODEL.DROPOUT,
+                cfg.MODEL.EXPAND_K) == (301, 3, 1e-4, 5e-4, 5, 0.8, 8)
+    model = build_model(cfg)
+    assert model.backbone_name == cfg.MODEL.BACKBONE == path.name.split("_")[0]
+    if cfg.MODEL.WIDTH == 1.0:
+        assert sum(p.numel() for p in model.parameters()) == {"i3d": 30_993_827, "c3d": 34_743_875}[cfg.MODEL.BACKBONE]
+
+
 def test_no_cfg_means_the_demo():
     args = parse_args("x", [])
     assert load_cfg(args.cfg, args.opts).DATA.DATASET == "demo"
