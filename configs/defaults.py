@@ -25,6 +25,8 @@ _C.DATA.L2_NORM = False  # divide every feature row by its L2 norm, in training,
 _C.DATA.STORAGE = "memory"  # memory (float32 in RAM) | float16 (half the RAM) | lazy (read from disk per batch)
 _C.DATA.CROP = -1  # feature files with a crop axis: -1 averages the crops, k uses crop k
 _C.DATA.CLIP_LEN = 16  # frames covered by one feature clip (score expansion to frames)
+_C.DATA.VAL_FRACTION = 0.0  # share of each train class held out for checkpoint selection (best_val.pth); 0 = off
+_C.DATA.VAL_SEED = 0  # seed of the validation split (independent of SEED, so seed sweeps share one split)
 
 _C.DATA.FRAMES = ""  # stage 2: frames h5 (tools/make_h5.py) or a folder / list file of videos
 _C.DATA.FRAMES_KIND = "auto"  # auto | h5 | video: how DATA.FRAMES is read
@@ -40,6 +42,7 @@ _C.MODEL.EXPAND_K = 8  # k: guided-head channels per class (the SGA outputs 2k c
 _C.MODEL.DROPOUT = 0.8  # dropout before the weighted-classification head
 _C.MODEL.WIDTH = 1.0  # channel multiplier of the backbone (1.0 = the real I3D/C3D; the demo uses less)
 _C.MODEL.PRETRAINED = ""  # Kinetics I3D / Sports-1M C3D / MIST checkpoint loaded before fine-tuning ("" = random)
+_C.MODEL.SGA = True  # self-guided attention + guided head; False = backbone + head only (Table 5 "w/o SGA")
 
 _C.STAGE1 = CN()
 _C.STAGE1.EPOCHS = 3001  # official: 3001 "epochs"; an epoch pairs min(#normal, #abnormal) videos in batches
@@ -50,6 +53,7 @@ _C.STAGE1.PART_LEN = 7  # T: clips per sub-bag (official: 7 ShanghaiTech, 3 UCF-
 _C.STAGE1.TOPK = 0  # k clips averaged into the bag score; 0 means k = PART_LEN (official)
 _C.STAGE1.SAMPLING = "uniform"  # uniform (official: shared shift) | random (per-sub-bag shift) | isolated (paper's baseline)
 _C.STAGE1.BAG_SCORE = "topk"  # topk (official: mean of top-k clips) | subbag_mean (paper Eq. 1/6: max sub-bag mean)
+_C.STAGE1.METHOD = "mist"  # mist | sultani (baseline: PART_NUM mean-pooled segments, max bag score, LAMBDA_* on sums)
 _C.STAGE1.LAMBDA_SPARSE = 0.01  # weight of the mean abnormal score (sparsity)
 _C.STAGE1.LAMBDA_SMOOTH = 0.0  # weight of the squared-difference smoothness term (official: off)
 _C.STAGE1.DROPOUT = 0.6  # dropout after the first two Linear layers
@@ -82,8 +86,21 @@ _C.STAGE2.AMP = "off"  # off | bf16 | fp16 (torch.autocast; fp16 uses a GradScal
 _C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (multi-GPU)
 _C.STAGE2.CHANNELS_LAST = False  # channels_last_3d memory format (faster convolutions on recent GPUs)
 
+_C.INFER = CN()
+_C.INFER.THRESHOLD = 0.5  # tools/infer.py: an alarm starts when a window's score exceeds this (strict >, as the FARs)
+_C.INFER.LOW_THRESHOLD = -1.0  # hysteresis: an alarm lasts while scores exceed this; -1.0 = THRESHOLD (none)
+_C.INFER.MIN_FRAMES = 16  # an alarm is raised once its windows span at least this many frames
+_C.INFER.MIN_SECONDS = 0.0  # the same in seconds; the larger of MIN_FRAMES and MIN_SECONDS x fps applies
+_C.INFER.STRIDE = 16  # frames between the first frames of consecutive scored 16-frame windows
+_C.INFER.BATCH_SIZE = 8  # windows per forward pass at most (fewer when no more frames are waiting)
+_C.INFER.QUEUE_SIZE = 64  # frames buffered between the reader thread and the model
+_C.INFER.DROP = "auto"  # full queue: drop (the oldest frame) | block (the reader waits) | auto (drop for live sources)
+_C.INFER.REALTIME = False  # read a video file at its frame rate, as a camera would deliver it
+_C.INFER.FPS = 0.0  # frame rate used for times; 0.0 = the source's (25.0 if it reports none)
+_C.INFER.AMP = "auto"  # infer.py / extract_features.py: off | bf16 | fp16 | auto (fp16 on CUDA, off on the CPU)
+
 _C.PSEUDO_LABEL = CN()
-_C.PSEUDO_LABEL.CHECKPOINT = "last"  # generator that writes the pseudo-labels: last | best (best = chosen on the test set)
+_C.PSEUDO_LABEL.CHECKPOINT = "last"  # generator that writes the pseudo-labels: last | best (test-selected) | best_val
 _C.PSEUDO_LABEL.KERNEL = 5  # box smoothing width (odd)
 _C.PSEUDO_LABEL.PASSES = 2  # smoothing passes (official: 2; the paper describes 1)
 
@@ -94,6 +111,7 @@ _C.TEST.THRESHOLD = 0.5  # score threshold of the false alarm rates
 _C.TEST.MAX_PAD_CLIPS = 0  # clips a video's scores may run past its ground truth (GT padded by its last frame)
 _C.TEST.TEN_CROP = False  # stage 2: average the scores of 10 crops (4 corners + centre, and mirrored)
 _C.TEST.BATCH_SIZE = 16  # stage 2: clips per forward pass at test time
+_C.TEST.CALIBRATION_FARS = [0.0005, 0.001, 0.01]  # target FARs on normal-video frames: thresholds -> test_<name>_calibration.json
 
 DATASETS = ("shanghaitech", "ucf_crime", "xd_violence", "demo")
 STORAGES = ("memory", "float16", "lazy")
@@ -124,6 +142,9 @@ def validate_cfg(cfg):
     _check_choice(cfg.DATA.STORAGE, "DATA.STORAGE", STORAGES)
     _check_choice(cfg.STAGE1.SAMPLING, "STAGE1.SAMPLING", SAMPLINGS)
     _check_choice(cfg.STAGE1.BAG_SCORE, "STAGE1.BAG_SCORE", BAG_SCORES)
+    _check_choice(cfg.STAGE1.METHOD, "STAGE1.METHOD", ("mist", "sultani"))
+    if not 0.0 <= cfg.DATA.VAL_FRACTION < 1.0:
+        raise ValueError(f"DATA.VAL_FRACTION must be in [0, 1), got {cfg.DATA.VAL_FRACTION}")
     s1 = cfg.STAGE1
     positive = {"STAGE1.EPOCHS": s1.EPOCHS, "STAGE1.EVAL_PERIOD": s1.EVAL_PERIOD, "STAGE1.BATCH_SIZE": s1.BATCH_SIZE,
                 "STAGE1.PART_NUM": s1.PART_NUM, "STAGE1.PART_LEN": s1.PART_LEN, "STAGE1.TOPK": s1.TOPK,
@@ -138,7 +159,9 @@ def validate_cfg(cfg):
         raise ValueError(f"STAGE1.DROPOUT must be in [0, 1), got {s1.DROPOUT}")
     if cfg.PSEUDO_LABEL.KERNEL < 1 or cfg.PSEUDO_LABEL.KERNEL % 2 == 0:
         raise ValueError(f"PSEUDO_LABEL.KERNEL must be a positive odd integer, got {cfg.PSEUDO_LABEL.KERNEL}")
-    _check_choice(cfg.PSEUDO_LABEL.CHECKPOINT, "PSEUDO_LABEL.CHECKPOINT", ("last", "best"))
+    _check_choice(cfg.PSEUDO_LABEL.CHECKPOINT, "PSEUDO_LABEL.CHECKPOINT", ("last", "best", "best_val"))
+    if cfg.PSEUDO_LABEL.CHECKPOINT == "best_val" and cfg.DATA.VAL_FRACTION == 0.0:
+        raise ValueError("PSEUDO_LABEL.CHECKPOINT best_val needs a validation split: set DATA.VAL_FRACTION > 0")
     _validate_stage2(cfg)
 
 

@@ -24,6 +24,7 @@ from datasets.build import load_splits, open_frame_source, open_store, stage2_tr
 from models.build import build_generator, build_model  # noqa: E402
 from models.weights import CheckpointError, load_weights, read_checkpoint  # noqa: E402
 from utils import distributed as dist  # noqa: E402
+from utils.calibration import calibrate_split, format_table  # noqa: E402
 from utils.checkpoint import write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
 from utils.video_scoring import score_videos_on_frames  # noqa: E402
@@ -49,11 +50,13 @@ def stage1_scores(cfg, state, videos, device):
     return score_videos(model.to(device), store, [v.name for v in videos], device, cfg.STAGE1.EVAL_BATCH_ROWS)
 
 
-def report(metrics, name, logger):
-    """Prints the paper's table line and the per-class table."""
+def report(metrics, name, logger, dataset=""):
+    """Prints the paper's table line and the per-class table; AP comes first on XD-Violence (its headline)."""
     far_nv = metrics["far_normal_videos"]
-    logger.info("%s: AUC %.2f%%  AP %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  FAR(normal videos) %s  "
-                "(%d videos, %d clips, %d frames)", name, 100 * metrics["auc"], 100 * metrics["ap"],
+    pair = [("AUC", metrics["auc"]), ("AP", metrics["ap"])]
+    (k1, v1), (k2, v2) = pair[::-1] if dataset == "xd_violence" else pair
+    logger.info("%s: %s %.2f%%  %s %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  FAR(normal videos) %s  "
+                "(%d videos, %d clips, %d frames)", name, k1, 100 * v1, k2, 100 * v2,
                 100 * metrics["pr_auc"], 100 * metrics["score_gap"], 100 * metrics["far"],
                 "n/a" if far_nv is None else f"{100 * far_nv:.2f}%", metrics["n_videos"], metrics["n_clips"],
                 metrics["n_frames"])
@@ -104,13 +107,20 @@ def main(argv=None):
         name = Path(cfg.TEST.CHECKPOINT).stem
         scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
     metrics = evaluate(scores, labels, videos, clip_len, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+    calibration = calibrate_split(scores, labels, videos, clip_len, cfg.TEST.CALIBRATION_FARS,
+                                  cfg.TEST.MAX_PAD_CLIPS) if cfg.TEST.CALIBRATION_FARS else None
     if rank == 0:
         out = Path(cfg.OUTPUT_DIR)
         out.mkdir(parents=True, exist_ok=True)
         np.savez(out / f"test_{name}_scores.npz", **{v.name: scores[v.name] for v in videos})
         write_json(out / f"test_{name}.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES,
                                                "ten_crop": cfg.TEST.TEN_CROP, **metrics})
-        report(metrics, name, logger)
+        report(metrics, name, logger, cfg.DATA.DATASET)
+        if calibration is not None:  # thresholds for tools/infer.py --calibration FILE --far F
+            write_json(out / f"test_{name}_calibration.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES,
+                                                               **calibration})
+            for line in format_table(calibration):
+                logger.info("%s", line)
     dist.cleanup()
     return metrics
 

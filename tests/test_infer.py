@@ -1,0 +1,190 @@
+"""tools/infer.py: the alarm state machine by hand, the reader thread, and online scoring of the shipped video."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from datasets.frames import open_frames
+from datasets.transforms import TestTransform
+from models.mist import MIST
+from tools import infer
+from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
+from utils.stream import FrameReader, source_kind, source_name
+from utils.video_scoring import score_videos_on_frames
+
+REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["MODEL.BACKBONE", "c3d", "MODEL.WIDTH", "0.0625", "MODEL.EXPAND_K", "2", "DATA.TEST_SIZE", "[32, 40, 32]"]
+
+
+def _spans(alarms):
+    return [(a.start_frame, a.end_frame, a.raised_frame, a.peak_score) for a in alarms]
+
+
+def test_alarm_threshold_hysteresis_and_min_duration_by_hand():
+    # 16-frame windows every 16 frames; alarm above 0.5, held above 0.3, raised once 32 frames long
+    scores = [0.1, 0.6, 0.4, 0.2, 0.7, 0.1, 0.9, 0.8, 0.35, 0.1]
+    tracker, transitions = AlarmTracker(0.5, 0.3, min_frames=32), []
+    for k, score in enumerate(scores):
+        transitions += [(kind, 16 * k) for kind, _ in tracker.update(16 * k, 16 * k + 16, score)]
+    assert transitions == [("start", 32), ("end", 48), ("start", 112), ("end", 144)]
+    # 0.6 then 0.4 (held by hysteresis) = frames 16..47; the lone 0.7 (16 frames) is never raised;
+    # 0.9, 0.8, 0.35 = 96..143, raised when the 0.8 window ends (frame 128)
+    assert _spans(tracker.alarms) == [(16, 48, 48, 0.6), (96, 144, 128, 0.9)]
+    assert tracker.finish() == [] and not tracker.active
+
+
+def test_alarm_without_hysteresis_on_overlapping_windows():
+    alarms = alarms_from_scores([0, 8, 16, 24, 32], [0.6, 0.6, 0.2, 0.7, 0.1], 16, threshold=0.5)
+    assert _spans(alarms) == [(0, 24, 16, 0.6), (24, 40, 40, 0.7)]
+    assert alarms[0].to_dict(fps=8.0)["end_time"] == 3.0
+
+
+def test_alarm_open_at_the_end_is_closed_and_flagged():
+    tracker = AlarmTracker(0.5, min_frames=48)
+    assert tracker.update(0, 16, 0.9) == [] and tracker.update(16, 32, 0.9) == []  # 32 < 48 frames
+    assert tracker.update(32, 48, 0.8)[0][0] == "start" and tracker.active
+    (kind, alarm), = tracker.finish()
+    assert kind == "end" and (alarm.start_frame, alarm.end_frame, alarm.open_at_end) == (0, 48, True)
+    assert alarms_from_scores([0, 16], [0.9, 0.9], 16, 0.5, min_frames=48) == []  # never long enough
+    with pytest.raises(ValueError, match="low threshold 0.6 exceeds the alarm threshold 0.5"):
+        AlarmTracker(0.5, 0.6)
+
+
+def test_min_duration_takes_the_larger_of_frames_and_seconds():
+    assert min_duration_frames(16, 1.0, 30.0) == 30
+    assert min_duration_frames(16, 0.5, 25.0) == 16  # 12.5 -> 13 frames < 16
+    assert min_duration_frames(0, 0.52, 25.0) == 13
+
+
+def test_sources_are_told_apart():
+    assert [source_kind(s) for s in ("0", "rtsp://cam/live", "HTTP://x/y.mjpg", "clip.mp4")] == \
+        ["camera", "stream", "stream", "file"]
+    assert (source_name("1"), source_name("rtsp://cam.local:554/live"), source_name("/a/b c.mp4")) == \
+        ("camera1", "cam.local_554_live", "b_c")
+
+
+class FakeCapture:
+    """n tiny frames, as fast as they are asked for."""
+
+    def __init__(self, n):
+        self.n, self.i = n, 0
+
+    def read(self):
+        self.i += 1
+        return (True, np.full((4, 4, 3), self.i - 1, np.uint8)) if self.i <= self.n else (False, None)
+
+    def release(self):
+        pass
+
+
+def _drain(reader):
+    items = []
+    while (item := reader.get(timeout=0.05)) is not None:
+        items.append(item[0])
+    return items
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_reader_blocks_or_drops_the_oldest_frames(drop):
+    reader = FrameReader(FakeCapture(50), queue_size=4, drop=drop).start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and reader.read < (50 if drop else 4):
+        time.sleep(0.01)  # a slow consumer: the queue fills up
+    received = _drain(reader)
+    reader.stop()
+    if drop:  # live source: the newest frames survive, the oldest are dropped
+        assert received == [46, 47, 48, 49] and reader.dropped == 46
+    else:
+        assert received == list(range(50)) and reader.dropped == 0
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny MIST-C3D checkpoint and the scores tools/test.py's scoring gives the real video's 6 clips."""
+    path = tmp_path_factory.mktemp("model") / "mist.pth"
+    torch.manual_seed(0)
+    net = MIST("c3d", expand_k=2, width=0.0625).eval()
+    torch.save({"model": net.state_dict()}, path)
+    frames = open_frames([REAL], kind="video")
+    ref = score_videos_on_frames(net, frames, frames.names, TestTransform("c3d", "ucf_crime", size=((32, 40), 32)),
+                                 torch.device("cpu"))
+    return path, ref["Normal_Videos020_x264_head100"]
+
+
+@pytest.fixture(scope="module")
+def run_real(model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer")
+    result = infer.main([str(REAL), "--model", str(model[0]), "--out", str(out), "--quiet", "--video", *TINY,
+                         "INFER.STRIDE", "8", "INFER.BATCH_SIZE", "4"])
+    return out, result
+
+
+def test_online_scores_equal_the_offline_evaluation(model, run_real):
+    out, result = run_real
+    frames, scores = result["windows"]["frame"], np.array(result["windows"]["score"])
+    assert frames == list(range(0, 81, 8))  # every 16-frame window of the 100 frames, stride 8
+    np.testing.assert_allclose(scores[::2], model[1], atol=2e-6)  # stride-16 windows = test.py's clips
+    assert result["stats"]["frames_read"] == result["stats"]["frames_processed"] == 100
+    assert result["stats"]["windows"] == 11 and result["stats"]["frames_dropped"] == 0
+    assert result["fps"] == 30.0 and not result["interrupted"]
+    rows = (out / "timeline.csv").read_text().split()
+    assert rows[0] == "frame,end_frame,time,score,alarm" and rows[3].startswith("16,32,0.5333,")
+    lines = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines if "score" in line] == frames
+    assert json.loads((out / "timeline.json").read_text())["windows"]["frame"] == frames
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+    count = sum(1 for _ in iter(lambda: cap.read()[0], False))
+    assert (count, size) == (100, (240, 320))
+
+
+def test_calibrated_threshold_drives_the_alarms(model, run_real, tmp_path):
+    scores = np.array(run_real[1]["windows"]["score"])
+    distinct = np.unique(scores)
+    threshold = float(distinct[len(distinct) // 2:len(distinct) // 2 + 2].mean())  # between two scores
+    low = float(distinct[1:3].mean())
+    (tmp_path / "cal.json").write_text(json.dumps({"thresholds": [
+        {"target_far": 0.01, "threshold": 9.0}, {"target_far": 0.001, "threshold": threshold}]}))
+    result = infer.main([str(REAL), "--model", str(model[0]), "--out", str(tmp_path), "--quiet", *TINY,
+                         "--calibration", str(tmp_path / "cal.json"), "--far", "0.001", "INFER.STRIDE", "8",
+                         "INFER.LOW_THRESHOLD", str(low), "INFER.MIN_FRAMES", "24"])
+    assert result["threshold"] == threshold and result["calibration"]["target_far"] == 0.001
+    frames, got = result["windows"]["frame"], np.array(result["windows"]["score"])
+    np.testing.assert_allclose(got, scores, atol=1e-6)
+    expected = alarms_from_scores(frames, got, 16, threshold, low, 24)
+    assert expected and result["alarms"] == [a.to_dict(30.0) for a in expected]
+    events = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines() if '"event"' in x]
+    assert [e["event"] for e in events] == ["alarm_start", "alarm_end"] * len(expected)
+    with pytest.raises(SystemExit, match="go together"):
+        infer.main([str(REAL), "--model", str(model[0]), "--far", "0.001", *TINY])
+    with pytest.raises(SystemExit, match="not a file, a camera index"):
+        infer.main([str(tmp_path / "missing.mp4"), "--model", str(model[0]), *TINY])
+
+
+def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
+    """A demo video read at its frame rate (as from a camera); SIGINT after the first score."""
+    demo_videos = pytest.importorskip("datasets.demo_videos")
+    demo = demo_videos.make_demo_videos(tmp_path / "demo", 0, 1, 0, 1)
+    video = max(Path(demo["out_dir"], "videos").glob("*.mp4"), key=lambda p: cv2.VideoCapture(str(p)).get(7))
+    cmd = [sys.executable, str(ROOT / "tools" / "infer.py"), str(video), "--model", str(model[0]), "--out",
+           str(tmp_path / "run"), *TINY, "INFER.REALTIME", "True", "INFER.DROP", "drop"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    first = json.loads(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGINT)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result = json.loads((tmp_path / "run" / "timeline.json").read_text())
+    n_frames = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert first["frame"] == 0 and result["interrupted"] and "interrupted:" in err
+    assert 1 <= len(result["windows"]["frame"]) < n_frames // 16  # stopped before the end of the video
+    rows = (tmp_path / "run" / "timeline.csv").read_text().split()[1:]
+    assert len(rows) == len(result["windows"]["frame"]) == result["stats"]["windows"]
