@@ -29,7 +29,8 @@ def ensure_demo_features(cfg):
         from datasets.demo import make_demo_features
         path.parent.mkdir(parents=True, exist_ok=True)
         data_dir = Path(cfg.DATA.TRAIN_SPLIT).parent
-        summary = make_demo_features(path, data_dir=data_dir, dim=cfg.DATA.FEATURE_DIM, seed=cfg.SEED)
+        # the demo data set is fixed (seed 0): SEED varies the training, not the data
+        summary = make_demo_features(path, data_dir=data_dir, dim=cfg.DATA.FEATURE_DIM, seed=0)
         logger.info("generated the demo feature set: %s", summary)
 
 
