@@ -14,6 +14,7 @@ _C.DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
 _C.DATA = CN()
 _C.DATA.DATASET = "shanghaitech"  # shanghaitech | ucf_crime | xd_violence | demo (split/GT conventions)
 _C.DATA.FEATURES = ""  # official h5 (keys '<video>.npy') or RTFM-style list file
+_C.DATA.TEST_FEATURES = ""  # test videos' features when they are in another file or list ("" = DATA.FEATURES)
 _C.DATA.FEATURE_ROOT = ""  # folder that relative paths in a feature list file are resolved against ("" = the list's folder)
 _C.DATA.TRAIN_SPLIT = "data/shanghaitech/SH_Train_new.txt"  # train video list (official txt or feature list)
 _C.DATA.TEST_SPLIT = "data/shanghaitech/SH_Test_NEW.txt"  # test video list (official txt or feature list)

@@ -34,17 +34,58 @@ def ensure_demo_features(cfg):
         logger.info("generated the demo feature set: %s", summary)
 
 
-def open_store(cfg, videos):
-    """FeatureStore holding `videos` (list[Video]) as configured by DATA.*."""
-    if not cfg.DATA.FEATURES:
-        raise FileNotFoundError("DATA.FEATURES is empty: set it to a feature h5 file or a feature list file")
+def _open_one(cfg, key, path, videos):
+    if not path:
+        raise FileNotFoundError(f"{key} is empty: set it to a feature h5 file or a feature list file")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"feature file {path} does not exist: set {key} to the feature h5 or list file "
+                                "(see Training_Guidelines.md for where to get them)")
+    return open_features(path, [v.name for v in videos], dim=cfg.DATA.FEATURE_DIM, l2_norm=cfg.DATA.L2_NORM,
+                         storage=cfg.DATA.STORAGE, crop=cfg.DATA.CROP, root=cfg.DATA.FEATURE_ROOT or None)
+
+
+def open_store(cfg, train_videos, test_videos=()):
+    """One FeatureStore interface over the train and test videos (list[Video] each).
+
+    Both come from DATA.FEATURES, or the test videos from DATA.TEST_FEATURES when it is set (public
+    feature lists are usually split into a train and a test list).
+    """
     ensure_demo_features(cfg)
-    if not Path(cfg.DATA.FEATURES).exists():
-        raise FileNotFoundError(f"feature file {cfg.DATA.FEATURES} does not exist: set DATA.FEATURES to the "
-                                "feature h5 or list file (see Training_Guidelines.md for where to get them)")
-    return open_features(cfg.DATA.FEATURES, [v.name for v in videos], dim=cfg.DATA.FEATURE_DIM,
-                         l2_norm=cfg.DATA.L2_NORM, storage=cfg.DATA.STORAGE, crop=cfg.DATA.CROP,
-                         root=cfg.DATA.FEATURE_ROOT or None)
+    train_names = {v.name for v in train_videos}
+    test_only = [v for v in test_videos if v.name not in train_names]
+    if not cfg.DATA.TEST_FEATURES or not test_only:
+        return _open_one(cfg, "DATA.FEATURES", cfg.DATA.FEATURES, list(train_videos) + test_only)
+    test = _open_one(cfg, "DATA.TEST_FEATURES", cfg.DATA.TEST_FEATURES, test_only)
+    if not train_videos:
+        return test
+    return SplitStores(_open_one(cfg, "DATA.FEATURES", cfg.DATA.FEATURES, train_videos), test)
+
+
+class SplitStores:
+    """Train videos from one FeatureStore, test videos from another, behind the FeatureStore interface."""
+
+    def __init__(self, train, test):
+        self.train, self.test, self.dim = train, test, train.dim
+        self.names = train.names + test.names
+        self._test_names = set(test.names)
+
+    def _of(self, name):
+        return self.test if name in self._test_names else self.train
+
+    def num_clips(self, name):
+        return self._of(name).num_clips(name)
+
+    def get(self, name):
+        return self._of(name).get(name)
+
+    def gather(self, names, idx):
+        return self._of(names[0]).gather(names, idx)  # batches are drawn from the train videos only
+
+    def iter_batches(self, names, max_rows=65536):
+        for store in (self.train, self.test):
+            mine = [n for n in names if self._of(n) is store]
+            if mine:
+                yield from store.iter_batches(mine, max_rows=max_rows)
 
 
 def test_ground_truth(cfg, videos):

@@ -11,4 +11,4 @@ def build_generator(cfg):
 def build_model(cfg):
     """The stage-2 MIST encoder named by MODEL.BACKBONE (i3d | c3d), randomly initialised."""
     return MIST(backbone=cfg.MODEL.BACKBONE, expand_k=cfg.MODEL.EXPAND_K, dropout=cfg.MODEL.DROPOUT,
-                width=cfg.MODEL.WIDTH)
+                width=cfg.MODEL.WIDTH, use_sga=cfg.MODEL.SGA)

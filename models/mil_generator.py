@@ -8,25 +8,65 @@ class MILGenerator(nn.Module):
 
     There is no activation after the second Linear and no dropout after the last one (official code).
     Weights are kaiming-normal (fan_in, gain sqrt(2)) and biases zero, as the official `weights_init`.
+    dedup_rows (opt-in): in training, bit-identical input rows (the sub-bags of a short video repeat its
+    clips: ~3k distinct of the 17,920 rows of a ShanghaiTech batch) go through Linear(D, 512) and the ReLU
+    once; see forward. Same dropout masks and same maths; the weight gradient sums in another order.
     """
 
-    def __init__(self, in_dim=1024, dropout=0.6):
+    def __init__(self, in_dim=1024, dropout=0.6, dedup_rows=False):
         super().__init__()
         self.regressor = nn.Sequential(
             nn.Linear(in_dim, 512), nn.ReLU(), nn.Dropout(dropout),
             nn.Linear(512, 32), nn.Dropout(dropout),
             nn.Linear(32, 1), nn.Sigmoid(),
         )
+        self.dedup_rows = dedup_rows
         for layer in self.regressor:
             if isinstance(layer, nn.Linear):
                 nn.init.kaiming_normal_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-    def forward(self, features):
-        """features: (..., D) -> scores (...) in (0, 1), one per clip."""
-        return self.regressor(features).squeeze(-1)
+    def forward(self, features, inverse=None):
+        """features: (..., D) -> scores (...) in (0, 1), one per clip.
+
+        With inverse (int64, any shape, e.g. (2B, L*T)): features are (U, D) distinct rows and the scores
+        have inverse's shape, scores[i] = score of features[inverse[i]]. Linear(D, 512) and the ReLU, which
+        come before any dropout, run once per distinct row; dropout still draws one mask per output row from
+        the same RNG stream, so the result equals forward(features[inverse]) up to float rounding of the
+        weight gradient (datasets.bags.BagSampler.iter_rows gives such pairs; dedup_rows finds them here).
+        """
+        if inverse is None and self.dedup_rows and self.training and features.dim() > 1:
+            distinct = _distinct_rows(features.reshape(-1, features.shape[-1]))
+            if distinct is not None:
+                features, inverse = distinct[0], distinct[1].view(features.shape[:-1])
+        if inverse is None:
+            return self.regressor(features).squeeze(-1)
+        first = self.regressor[1](self.regressor[0](features))  # (U, 512)
+        # an embedding lookup is a row gather whose CPU backward sums repeated rows ~2x faster than index_select's
+        hidden = nn.functional.embedding(inverse, first)  # (*inverse.shape, 512)
+        return self.regressor[2:](hidden).squeeze(-1)
 
     @torch.no_grad()
     def score(self, features, batch_rows=65536):
         """Scores many clips at once in eval mode. features: (N, D) float tensor -> (N,) float32."""
         return torch.cat([self(chunk) for chunk in features.split(batch_rows)])
+
+
+@torch.no_grad()
+def _distinct_rows(rows, chunk=4096):
+    """rows (N, D) -> (distinct rows (U, D), inverse (N,)) when some rows repeat bit for bit, else None.
+
+    Rows are keyed by a projection on a fixed random vector, then every row is checked equal to its key's
+    representative, so a key collision (or a NaN) only means no deduplication, never a wrong row.
+    """
+    probe = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0)).to(rows)
+    keys, inverse = torch.unique(rows @ probe, return_inverse=True)
+    if len(keys) > 0.9 * len(rows):  # too few repeats to pay for the gather
+        return None
+    first = torch.full((len(keys),), len(rows), dtype=torch.long, device=rows.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
+    distinct = rows.index_select(0, first)
+    for part, inv in zip(rows.split(chunk), inverse.split(chunk)):  # chunks: no second (N, D) copy
+        if not torch.equal(distinct.index_select(0, inv), part):
+            return None
+    return distinct, inverse

@@ -17,15 +17,16 @@ class MIST(nn.Module):
     head: Dropout(dropout) -> Linear(C, 2) on the global average of (1 + A) * F5.
     At width=1 the parameter counts are 30,993,827 (I3D) and 34,743,875 (C3D), as the official models.
     Official key names map to these by `models.weights.convert_state_dict`.
+    use_sga=False drops the SGA (A = 0, no guided head): the paper's Table 5 "w/o SGA" row.
     """
 
-    def __init__(self, backbone="i3d", expand_k=8, dropout=0.8, width=1.0):
+    def __init__(self, backbone="i3d", expand_k=8, dropout=0.8, width=1.0, use_sga=True):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; use one of {sorted(BACKBONES)}")
         self.backbone_name = backbone
         self.backbone = BACKBONES[backbone](width=width)
-        self.sga = SelfGuidedAttention(self.backbone.sga_channels, expand_k=expand_k, out_t=2)
+        self.sga = SelfGuidedAttention(self.backbone.sga_channels, expand_k=expand_k, out_t=2) if use_sga else None
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.out_channels, 2)
 
@@ -34,8 +35,12 @@ class MIST(nn.Module):
         logits (B, 2) and guided_logits (B, 2): pre-softmax;
         attention A (B, 1, 1, h, w) in (0, 1); feature_map (1 + A) * F5 (B, C, 2, h, w);
         sga_m M* (B, 2k, 2, h, w). h, w = 7, 7 for I3D at 224x224 and C3D at 112x112.
+        Without SGA, guided_logits, attention and sga_m are None and feature_map is F5.
         """
         f5, f4 = self.backbone(clips)
+        if self.sga is None:
+            logits = self.head(self.dropout(f5.mean(dim=(2, 3, 4))))
+            return {"logits": logits, "guided_logits": None, "attention": None, "feature_map": f5, "sga_m": None}
         attention, guided_logits, sga_m = self.sga(f4)
         # A broadcasts over channels and time: F = F5 + A * F5 (§3.4)
         feature_map = f5 + attention * f5

@@ -42,7 +42,7 @@ def stage1_scores(cfg, state, videos, device):
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise ValueError(f"{cfg.TEST.CHECKPOINT} does not fit the stage-1 generator: {err}") from None
-    store = open_store(cfg, videos)
+    store = open_store(cfg, [], videos)
     if store.dim != train_cfg.DATA.FEATURE_DIM or cfg.DATA.L2_NORM != train_cfg.DATA.L2_NORM:
         raise ValueError(f"{cfg.TEST.CHECKPOINT} was trained on {train_cfg.DATA.FEATURE_DIM}-d features with "
                          f"DATA.L2_NORM {train_cfg.DATA.L2_NORM}; this config gives {store.dim}-d with "

@@ -3,8 +3,9 @@
     python tools/train_stage1.py --cfg configs/shanghaitech/i3d_stage1.yaml [KEY VALUE ...]
     python tools/train_stage1.py                      # the embedded demo
 
-Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.jsonl, tensorboard/, checkpoints/{last,best}.pth,
-pseudo_labels.{npy,npz}, test_scores.npz and results.json (the last file written: the run is finished).
+Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.jsonl, tensorboard/, checkpoints/{last,best}.pth (+ best_val.pth
+with DATA.VAL_FRACTION), pseudo_labels.{npy,npz}, train_scores.npz (before refinement), test_scores.npz and
+results.json (the last file written: the run is finished).
 """
 import sys
 from pathlib import Path
@@ -17,8 +18,11 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.bags import BagSampler  # noqa: E402
 from datasets.build import check_test_coverage, load_splits, open_store, test_ground_truth, train_masks  # noqa: E402
+from datasets.segments import SegmentBagSampler  # noqa: E402
 from models.build import build_generator  # noqa: E402
 from models.losses import mil_ranking_loss  # noqa: E402
+from models.sultani import sultani_loss  # noqa: E402
+from utils import protocol  # noqa: E402
 from utils.checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
 from utils.env import resolve_device, seed_everything  # noqa: E402
@@ -37,9 +41,12 @@ def train_one_epoch(model, optimizer, sampler, cfg, device):
     s1, totals = cfg.STAGE1, {}
     for normal, abnormal in sampler:
         bags = torch.from_numpy(np.concatenate([normal, abnormal])).to(device)
-        scores = model(bags)  # (2B, L*T)
-        loss, parts = mil_ranking_loss(scores[: len(normal)], scores[len(normal):], s1.TOPK, s1.LAMBDA_SPARSE,
-                                       s1.LAMBDA_SMOOTH, s1.BAG_SCORE, s1.PART_LEN)
+        scores = model(bags)  # (2B, L*T), or (2B, L) pooled segments for the Sultani baseline
+        if s1.METHOD == "sultani":
+            loss, parts = sultani_loss(scores[: len(normal)], scores[len(normal):], s1.LAMBDA_SPARSE, s1.LAMBDA_SMOOTH)
+        else:
+            loss, parts = mil_ranking_loss(scores[: len(normal)], scores[len(normal):], s1.TOPK, s1.LAMBDA_SPARSE,
+                                           s1.LAMBDA_SMOOTH, s1.BAG_SCORE, s1.PART_LEN)
         if not torch.isfinite(loss):
             raise FloatingPointError("the stage-1 loss became NaN/inf: check the features (DATA.L2_NORM) and STAGE1.LR")
         optimizer.zero_grad(set_to_none=True)
@@ -58,6 +65,23 @@ def evaluate_generator(model, store, videos, labels, cfg, device):
     return metrics, scores
 
 
+def validate_generator(model, store, videos, masks, cfg, device):
+    """-> {} without a validation split, else the validation metric of the held-out training videos."""
+    if not videos:
+        return {}
+    scores = score_videos(model, store, [v.name for v in videos], device, cfg.STAGE1.EVAL_BATCH_ROWS)
+    return protocol.validation_metric(scores, videos, masks, cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS)
+
+
+def build_sampler(cfg, store, videos, rng):
+    """MIST sub-bags (datasets/bags.py), or Sultani's pooled segments for STAGE1.METHOD sultani."""
+    s1 = cfg.STAGE1
+    normal, abnormal = [v.name for v in videos if v.label == 0], [v.name for v in videos if v.label == 1]
+    if s1.METHOD == "sultani":
+        return SegmentBagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng, cfg.DATA.L2_NORM)
+    return BagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN, s1.SAMPLING, rng)
+
+
 def state_dict(model, optimizer, rng, epoch, best, cfg):
     return {"kind": "stage1", "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "best": best, "cfg": cfg.dump(), "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
@@ -73,7 +97,7 @@ def restore(state, model, optimizer, rng, cfg, logger):
     return state["epoch"], state["best"]
 
 
-def finish(cfg, model, store, train_videos, test_videos, labels, device, logger):
+def finish(cfg, model, store, train_videos, test_videos, labels, device, logger, best):
     """Pseudo-labels from the chosen generator, its test metrics and the results file."""
     ckpt_dir = Path(cfg.OUTPUT_DIR) / "checkpoints"
     chosen = ckpt_dir / f"{cfg.PSEUDO_LABEL.CHECKPOINT}.pth"
@@ -82,12 +106,15 @@ def finish(cfg, model, store, train_videos, test_videos, labels, device, logger)
     pseudo = refine_all(train_scores, {v.name: v.label for v in train_videos}, cfg.PSEUDO_LABEL.KERNEL,
                         cfg.PSEUDO_LABEL.PASSES)
     save_pseudo_labels(Path(cfg.OUTPUT_DIR) / "pseudo_labels", pseudo)
+    np.savez(Path(cfg.OUTPUT_DIR) / "train_scores.npz", **train_scores)  # before refinement (tools/pl_quality.py)
     masks = train_masks(cfg, train_videos)
     metrics, test_scores = evaluate_generator(model, store, test_videos, labels, cfg, device)
     np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **test_scores)
     results = {"test": metrics, "pseudo_labels_from": chosen.name, "selection": SELECTION_NOTE,
                "pseudo_label_auc_raw": pseudo_label_auc(train_scores, masks, cfg.DATA.CLIP_LEN),
-               "pseudo_label_auc": pseudo_label_auc(pseudo, masks, cfg.DATA.CLIP_LEN), "n_train_masks": len(masks)}
+               "pseudo_label_auc": pseudo_label_auc(pseudo, masks, cfg.DATA.CLIP_LEN), "n_train_masks": len(masks),
+               "test_by_checkpoint": protocol.selection_table(cfg.OUTPUT_DIR, best)}
+    protocol.log_selection(results["test_by_checkpoint"], logger)
     write_json(Path(cfg.OUTPUT_DIR) / FINISHED_MARKER, results)
     logger.info("pseudo-labels from %s: frame AUC on %d masked train videos %s (raw scores %s)", chosen.name,
                 len(masks), _fmt(results["pseudo_label_auc"]), _fmt(results["pseudo_label_auc_raw"]))
@@ -107,13 +134,13 @@ def main(argv=None):
     device = resolve_device(cfg.DEVICE)
     # all input is read and checked before anything is written to OUTPUT_DIR
     train_videos, test_videos = load_splits(cfg)
-    store = open_store(cfg, train_videos + [v for v in test_videos if v.name not in {t.name for t in train_videos}])
+    store = open_store(cfg, train_videos, test_videos)
     labels = test_ground_truth(cfg, test_videos)
     check_test_coverage(cfg, store, test_videos, labels)
     s1 = cfg.STAGE1
-    sampler = BagSampler(store, [v.name for v in train_videos if v.label == 0],
-                         [v.name for v in train_videos if v.label == 1], s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN,
-                         s1.SAMPLING, rng)
+    fit_videos, val_videos = protocol.carve_validation(cfg, train_videos)  # val: held out of training
+    sampler = build_sampler(cfg, store, fit_videos, rng)
+    val_masks = train_masks(cfg, val_videos) if val_videos else {}
     resume_state = prepare_output_dir(cfg, args.resume, kind="stage1")
     logger = setup_logger(cfg.OUTPUT_DIR)
     model = build_generator(cfg).to(device)
@@ -132,17 +159,22 @@ def main(argv=None):
         if (epoch + 1) % s1.EVAL_PERIOD and epoch + 1 != s1.EPOCHS:
             continue
         metrics, _ = evaluate_generator(model, store, test_videos, labels, cfg, device)
+        val = validate_generator(model, store, val_videos, val_masks, cfg, device)
         if metrics["auc"] > best["auc"]:
-            best = {"auc": metrics["auc"], "epoch": epoch + 1}
+            best.update(auc=metrics["auc"], epoch=epoch + 1)
             save_checkpoint(ckpt_dir / "best.pth", **state_dict(model, optimizer, rng, epoch + 1, best, cfg))
+        if protocol.update_best_val(best, val, epoch + 1):
+            save_checkpoint(ckpt_dir / "best_val.pth", **state_dict(model, optimizer, rng, epoch + 1, best, cfg))
         save_checkpoint(ckpt_dir / "last.pth", **state_dict(model, optimizer, rng, epoch + 1, best, cfg))
         writer.write({"epoch": epoch + 1, "iteration": (epoch + 1) * len(sampler), "split": "test",
                       **{f"train/{k}": v for k, v in losses.items()}, **_scalars(metrics),
-                      "best_auc": best["auc"], "best_epoch": best["epoch"], "selection": SELECTION_NOTE}, epoch + 1)
-        logger.info("epoch %d: loss %.4f  test AUC %.4f  AP %.4f  FAR %.4f  (best %.4f at epoch %s)", epoch + 1,
-                    losses["loss"], metrics["auc"], metrics["ap"], metrics["far"], best["auc"], best["epoch"])
+                      "best_auc": best["auc"], "best_epoch": best["epoch"], "selection": SELECTION_NOTE,
+                      **protocol.val_record(val, best)}, epoch + 1)
+        logger.info("epoch %d: loss %.4f  test AUC %.4f  AP %.4f  FAR %.4f  (best %.4f at epoch %s)%s", epoch + 1,
+                    losses["loss"], metrics["auc"], metrics["ap"], metrics["far"], best["auc"], best["epoch"],
+                    f"  val {val['val_metric']} {val['val']:.4f} (best at epoch {best['val_epoch']})" if val else "")
     writer.close()
-    return finish(cfg, model, store, train_videos, test_videos, labels, device, logger)
+    return finish(cfg, model, store, train_videos, test_videos, labels, device, logger, best)
 
 
 def _scalars(metrics):

@@ -5,7 +5,8 @@
     torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 tools/train_stage2.py --cfg ...
 
 Writes to OUTPUT_DIR (rank 0 only): config.yaml, log.txt, metrics.jsonl, tensorboard/,
-checkpoints/{last,best}.pth, test_scores.npz and results.json (written last: the run is finished).
+checkpoints/{last,best}.pth (+ best_val.pth with DATA.VAL_FRACTION), test_scores.npz and results.json (written
+last: the run is finished).
 """
 import re
 import sys
@@ -20,12 +21,13 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
-                            test_ground_truth)
+                            test_ground_truth, train_masks)
 from datasets.samplers import PairedBatchSampler  # noqa: E402
 from models.build import build_model  # noqa: E402
 from models.losses import weighted_soft_ce  # noqa: E402
 from models.weights import load_weights  # noqa: E402
 from utils import distributed as dist  # noqa: E402
+from utils import protocol  # noqa: E402
 from utils import training  # noqa: E402
 from utils.checkpoint import save_checkpoint, write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
@@ -70,7 +72,10 @@ class Trainer:
         with (net.no_sync() if self.ddp is not None and not sync else _nullcontext()), autocast(self.device, s2.AMP):
             out = net(clips)
             head = weighted_soft_ce(out["logits"], target, *s2.CLASS_WEIGHTS)
-            guided = weighted_soft_ce(out["guided_logits"], target, *s2.CLASS_WEIGHTS)
+            if out["guided_logits"] is None:  # MODEL.SGA False: no guided head to supervise
+                guided = torch.zeros((), device=head.device)
+            else:
+                guided = weighted_soft_ce(out["guided_logits"], target, *s2.CLASS_WEIGHTS)
             loss = head + s2.LAMBDA_GUIDED * guided
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage-2 loss is {loss.item()} at step {self.global_step}: lower STAGE2.LR "
@@ -138,6 +143,15 @@ def evaluate_model(cfg, model, frames, videos, labels, transform, device, rank, 
     return metrics, scores
 
 
+def validate_model(cfg, model, frames, videos, masks, transform, device, rank, world):
+    """-> {} without a validation split, else the validation metric of the held-out training videos."""
+    if not videos:
+        return {}
+    scores = score_videos_on_frames(model, frames, [v.name for v in videos], transform, device,
+                                    cfg.TEST.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.STAGE2.AMP, rank, world)
+    return protocol.validation_metric(scores, videos, masks, frames.segment_len, cfg.TEST.MAX_PAD_CLIPS)
+
+
 def build_loader(cfg, dataset, rank, world):
     sampler = PairedBatchSampler(dataset.normal_indices(), dataset.abnormal_indices(), cfg.STAGE2.BATCH_SIZE,
                                  rank, world, cfg.SEED)
@@ -156,7 +170,9 @@ def main(argv=None):
     train_names = {v.name for v in train_videos}
     frames = open_frame_source(cfg, train_videos + [v for v in test_videos if v.name not in train_names])
     train_transform, test_transform = stage2_transforms(cfg)
-    dataset = stage2_train_dataset(cfg, frames, train_videos, train_transform)
+    fit_videos, val_videos = protocol.carve_validation(cfg, train_videos)  # val: held out of training
+    val_masks = train_masks(cfg, val_videos) if val_videos else {}
+    dataset = stage2_train_dataset(cfg, frames, fit_videos, train_transform)
     labels = test_ground_truth(cfg, test_videos)
     loader = build_loader(cfg, dataset, rank, world)
     model = build_model(cfg)
@@ -187,18 +203,23 @@ def main(argv=None):
             logger.info("epoch %d: loss %.4f", epoch + 1, losses["loss"])
             continue
         metrics, _ = evaluate_model(cfg, model, frames, test_videos, labels, test_transform, device, rank, world)
+        val = validate_model(cfg, model, frames, val_videos, val_masks, test_transform, device, rank, world)
         improved = metrics["auc"] > best["auc"]
         if improved:
-            best = {"auc": metrics["auc"], "epoch": epoch + 1}
+            best.update(auc=metrics["auc"], epoch=epoch + 1)
+        improved_val = protocol.update_best_val(best, val, epoch + 1)
         state = trainer.state(epoch + 1, best)  # collective: every rank takes part
         if rank == 0:
             save_checkpoint(ckpt_dir / "last.pth", **state)
             if improved:
                 save_checkpoint(ckpt_dir / "best.pth", **state)
+            if improved_val:
+                save_checkpoint(ckpt_dir / "best_val.pth", **state)
         writer.write({"epoch": epoch + 1, "step": trainer.global_step, "split": "test", "lr": losses.pop("lr"),
                       **{f"train/{k}": v for k, v in losses.items()},
                       **{k: v for k, v in metrics.items() if k != "per_class"}, "per_class": metrics["per_class"],
-                      "best_auc": best["auc"], "best_epoch": best["epoch"], "selection": SELECTION_NOTE}, epoch + 1)
+                      "best_auc": best["auc"], "best_epoch": best["epoch"], "selection": SELECTION_NOTE,
+                      **protocol.val_record(val, best)}, epoch + 1)
         logger.info("epoch %d: loss %.4f  test AUC %.4f  AP %.4f  FAR %.4f  (best %.4f at epoch %s)", epoch + 1,
                     losses["loss"], metrics["auc"], metrics["ap"], metrics["far"], best["auc"], best["epoch"])
     writer.close()
@@ -215,6 +236,8 @@ def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, l
         if len(set(results["weights_digest_per_rank"])) != 1:
             logger.error("ranks ended with different weights: %s", results["weights_digest_per_rank"])
         np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **scores)
+        results["test_by_checkpoint"] = protocol.selection_table(cfg.OUTPUT_DIR, best)
+        protocol.log_selection(results["test_by_checkpoint"], logger)
         write_json(Path(cfg.OUTPUT_DIR) / FINISHED_MARKER, results)
         logger.info("test (last model): AUC %.4f  AP %.4f  FAR %.4f  FAR(normal videos) %s", metrics["auc"],
                     metrics["ap"], metrics["far"], metrics["far_normal_videos"])

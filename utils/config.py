@@ -8,7 +8,7 @@ from configs.defaults import derive_cfg, get_cfg_defaults, validate_cfg
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CFG = REPO_ROOT / "configs" / "demo" / "stage1.yaml"
 # input paths: relative ones are looked up in the working directory first, then in the repository
-INPUT_PATH_KEYS = ("DATA.FEATURES", "DATA.FEATURE_ROOT", "DATA.TRAIN_SPLIT", "DATA.TEST_SPLIT", "DATA.TEST_MASK_DIR",
+INPUT_PATH_KEYS = ("DATA.FEATURES", "DATA.TEST_FEATURES", "DATA.FEATURE_ROOT", "DATA.TRAIN_SPLIT", "DATA.TEST_SPLIT", "DATA.TEST_MASK_DIR",
                    "DATA.TEST_ANNOTATION", "DATA.TRAIN_MASK_DIR", "DATA.FRAMES", "DATA.FRAMES_ROOT",
                    "DATA.PSEUDO_LABELS", "MODEL.PRETRAINED", "TEST.CHECKPOINT", "TEST.SCORES")
 

@@ -3,6 +3,11 @@
 Official rule (§1.6, §4.2): each clip score is repeated clip_len times and the GT is cut to the first
 clip_len * n_clips frames, so the trailing n_frames % clip_len frames are never scored. All videos are
 concatenated and the metrics are pooled over frames.
+
+`evaluate` never builds the frame arrays: every frame of a clip shares the clip's score, so a clip is two
+weighted rows, (score, label 1, its anomalous frames) and (score, label 0, its normal frames), and sklearn
+draws the same ROC/PR curves from them (utils/metrics.py, sample_weight). UCF-Crime's 1.1M test frames
+become ~70k rows. `expand_to_frames` still gives the frame arrays for anyone who wants them.
 """
 import warnings
 
@@ -71,6 +76,63 @@ def _check_excess(names, cover, gt_len, clip_len, max_pad_clips):
                       f"the GT (at most TEST.MAX_PAD_CLIPS={max_pad_clips} clips allowed)", stacklevel=3)
 
 
+def clip_table(clip_scores, labels, names, clip_len=16, max_pad_clips=0):
+    """Per-clip form of `expand_to_frames` -> (scores float64 (C,), positives int64 (C,), offsets (V+1,)).
+
+    Clip c covers clip_len frames; positives[c] of them are anomalous under the same truncation and
+    last-value padding rules. Video names[v] owns clips [offsets[v], offsets[v+1]).
+    """
+    scores = [_clip_scores(clip_scores, name) for name in names]
+    gts = [_frame_gt(labels, name) for name in names]
+    n_clips = np.array([len(s) for s in scores], dtype=np.int64)
+    gt_len = np.array([len(g) for g in gts], dtype=np.int64)
+    _check_excess(names, clip_len * n_clips, gt_len, clip_len, max_pad_clips)
+    gt = np.concatenate(gts)
+    gt_start = np.concatenate([[0], np.cumsum(gt_len)[:-1]])
+    # frames [lo, hi) of a clip inside its video's GT, counted with prefix sums; frames past the GT repeat
+    # its last label (padding)
+    video = np.repeat(np.arange(len(names)), n_clips)
+    first = clip_len * (np.arange(n_clips.sum()) - np.repeat(np.cumsum(n_clips) - n_clips, n_clips))
+    lo = gt_start[video] + np.minimum(first, gt_len[video])
+    hi = gt_start[video] + np.minimum(first + clip_len, gt_len[video])
+    _check_binary(gt, lo, hi)
+    positive = np.concatenate([[0], np.cumsum(gt != 0, dtype=np.int64)])
+    last = (gt[gt_start + gt_len - 1] != 0).astype(np.int64)[video]
+    counts = positive[hi] - positive[lo] + (clip_len - (hi - lo)) * last
+    return np.concatenate(scores), counts, np.concatenate([[0], np.cumsum(n_clips)])
+
+
+def _check_binary(gt, lo, hi):
+    """Raise like utils.metrics if a GT frame inside a scored clip is not 0/1."""
+    bad = (gt != 0) & (gt != 1)
+    if not bad.any():
+        return
+    count = np.concatenate([[0], np.cumsum(bad)])
+    if (count[hi] - count[lo]).any():
+        raise ValueError(f"evaluate: labels must be 0/1, got values {np.unique(gt)[:5]}")
+
+
+class _Rows:
+    """Weighted rows of the clip table: (score, label, frame count) per clip and label present.
+
+    Rows are sorted by descending score once, so every subset arrives sorted and sklearn's stable sort of
+    it is a linear pass (the order among tied scores never changes a curve: thresholds are distinct scores).
+    """
+
+    def __init__(self, scores, positives, clip_len):
+        has_pos, has_neg = positives > 0, positives < clip_len
+        clip = np.concatenate([np.flatnonzero(has_pos), np.flatnonzero(has_neg)])
+        y = np.repeat([1.0, 0.0], [has_pos.sum(), has_neg.sum()])
+        w = np.concatenate([positives[has_pos], clip_len - positives[has_neg]]).astype(np.float64)
+        order = np.argsort(-scores[clip], kind="stable")
+        self.clip, self.s, self.y, self.w = clip[order], scores[clip[order]], y[order], w[order]
+
+    def subset(self, clip_mask):
+        """-> (s, y, w) of the rows of the clips where clip_mask (C,) is True."""
+        keep = clip_mask[self.clip]
+        return self.s[keep], self.y[keep], self.w[keep]
+
+
 def evaluate(clip_scores, labels, videos, clip_len=16, threshold=0.5, max_pad_clips=0):
     """Pooled frame metrics of a test split -> JSON-serialisable dict.
 
@@ -78,48 +140,56 @@ def evaluate(clip_scores, labels, videos, clip_len=16, threshold=0.5, max_pad_cl
     Keys: auc, ap, pr_auc, score_gap, far (FP / all negative frames, training-log FAR), far_normal_videos
     (official test.py FAR; None without normal videos), rmse, n_frames, n_clips, n_anomalous_frames,
     n_videos, per_class ({} unless videos carry anomaly categories).
+    Equal to the metrics of the expanded frame arrays (bit-identical except score_gap/rmse, ~1e-16).
     """
-    names = [v.name for v in videos]
-    s, y, offsets = expand_to_frames(clip_scores, labels, names, clip_len, max_pad_clips)
-    frame_video = np.repeat(np.arange(len(videos)), np.diff(offsets))
-    normal = np.array([v.label == 0 for v in videos], dtype=bool)[frame_video]
-    result = {'auc': frame_auc(s, y), 'ap': average_precision(s, y), 'pr_auc': pr_auc(s, y),
-              'score_gap': score_gap(s, y), 'far': false_alarm_rate(s, y, threshold),
-              'far_normal_videos': _far_or_none(s[normal], threshold), 'rmse': rmse(s, y),
-              'n_frames': int(len(s)), 'n_clips': int(len(s) // clip_len),
-              'n_anomalous_frames': int(np.count_nonzero(y)), 'n_videos': len(videos)}
-    result['per_class'] = _per_class(s, y, frame_video, videos, threshold)
+    scores, positives, offsets = clip_table(clip_scores, labels, [v.name for v in videos], clip_len, max_pad_clips)
+    clip_video = np.repeat(np.arange(len(videos)), np.diff(offsets))
+    normal = np.array([v.label == 0 for v in videos], dtype=bool)[clip_video]
+    rows = _Rows(scores, positives, clip_len)
+    s, y, w = rows.s, rows.y, rows.w
+    result = {'auc': frame_auc(s, y, w), 'ap': average_precision(s, y, w), 'pr_auc': pr_auc(s, y, w),
+              'score_gap': score_gap(s, y, w), 'far': false_alarm_rate(s, y, threshold, w),
+              'far_normal_videos': _far_or_none(scores[normal], threshold, clip_len), 'rmse': rmse(s, y, w),
+              'n_frames': int(clip_len * len(scores)), 'n_clips': int(len(scores)),
+              'n_anomalous_frames': int(positives.sum()), 'n_videos': len(videos)}
+    result['per_class'] = _per_class(scores, rows, clip_video, videos, threshold, clip_len)
     return result
 
 
-def _far_or_none(normal_scores, threshold):
-    """Official test.py FAR over the frames of normal videos (all label 0); None if there are none."""
+def _far_or_none(normal_scores, threshold, clip_len=1):
+    """Official test.py FAR over the frames of normal videos (all label 0); None if there are none.
+
+    normal_scores: one per clip of the normal videos, each standing for clip_len frames.
+    """
     if len(normal_scores) == 0:
         return None
-    return false_alarm_rate(normal_scores, np.zeros(len(normal_scores)), threshold)
+    weight = None if clip_len == 1 else np.full(len(normal_scores), float(clip_len))
+    return false_alarm_rate(normal_scores, np.zeros(len(normal_scores)), threshold, weight)
 
 
-def _per_class(s, y, frame_video, videos, threshold):
+def _per_class(scores, rows, clip_video, videos, threshold, clip_len):
     """{category: {auc, pr_auc, score_gap, far, n_videos}}, 'Normal': {far, n_videos}; {} without categories."""
     categories = np.array([v.category for v in videos])
     normal_videos = np.array([v.label == 0 for v in videos])
     classes = sorted(set(categories[~normal_videos]) - {'', 'Normal'})
     if not classes:
         return {}
-    normal_frames = normal_videos[frame_video]
-    out = {'Normal': {'far': _far_or_none(s[normal_frames], threshold), 'n_videos': int(normal_videos.sum())}}
+    normal_clips = normal_videos[clip_video]
+    out = {'Normal': {'far': _far_or_none(scores[normal_clips], threshold, clip_len),
+                      'n_videos': int(normal_videos.sum())}}
     for c in classes:
         # REFERENCE §4.4: official eval_each_part (never called) scores a class on its own frames alone; we
         # use that class's abnormal videos + ALL normal test videos, the convention of later papers.
-        pick = normal_frames | ((categories == c) & ~normal_videos)[frame_video]
-        out[c] = _class_metrics(s[pick], y[pick], threshold)
-        out[c]['n_videos'] = int(((categories == c) & ~normal_videos).sum())
+        in_class = (categories == c) & ~normal_videos
+        out[c] = _class_metrics(*rows.subset(normal_clips | in_class[clip_video]), threshold)
+        out[c]['n_videos'] = int(in_class.sum())
     return out
 
 
-def _class_metrics(s, y, threshold):
-    """auc / pr_auc / score_gap (None when one class is absent) and far over the class subset's frames."""
-    both = 0 < np.count_nonzero(y) < len(y)
-    return {'auc': frame_auc(s, y) if both else None, 'pr_auc': pr_auc(s, y) if both else None,
-            'score_gap': score_gap(s, y) if both else None,
-            'far': false_alarm_rate(s, y, threshold) if (y == 0).any() else None}
+def _class_metrics(s, y, w, threshold):
+    """auc / pr_auc / score_gap (None when one class is absent) and far over the class subset's rows."""
+    has_pos, has_neg = (y == 1).any(), (y == 0).any()
+    both = has_pos and has_neg
+    return {'auc': frame_auc(s, y, w) if both else None, 'pr_auc': pr_auc(s, y, w) if both else None,
+            'score_gap': score_gap(s, y, w) if both else None,
+            'far': false_alarm_rate(s, y, threshold, w) if has_neg else None}
