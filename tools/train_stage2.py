@@ -239,8 +239,9 @@ def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, l
         results["test_by_checkpoint"] = protocol.selection_table(cfg.OUTPUT_DIR, best)
         protocol.log_selection(results["test_by_checkpoint"], logger)
         write_json(Path(cfg.OUTPUT_DIR) / FINISHED_MARKER, results)
+        far_nv = metrics["far_normal_videos"]
         logger.info("test (last model): AUC %.4f  AP %.4f  FAR %.4f  FAR(normal videos) %s", metrics["auc"],
-                    metrics["ap"], metrics["far"], metrics["far_normal_videos"])
+                    metrics["ap"], metrics["far"], "n/a" if far_nv is None else f"{far_nv:.4f}")
     dist.barrier()
     dist.cleanup()
     return results
