@@ -2,6 +2,7 @@
 
     python benchmarks/data.py                                  # tests/data/videos excerpt, workers 1 2
     python benchmarks/data.py --video /data/UCF/Normal_Videos020_x264.mp4 --workers 1 2 4 --copies 8
+    python benchmarks/data.py --loader-workers 0 1 2 4 --backbones i3d    # the stage-2 input pipeline
 
 Rows (frames decoded per second, single process unless stated):
   h5 random 2-seg        FrameSource(h5).read_segments(name, c, 2) at random c: the training read (§3.6: keys
@@ -11,8 +12,17 @@ Rows (frames decoded per second, single process unless stated):
   video sequential       FrameSource(video).iter_segments: one decode pass, no seek
   make_h5 workers=N      decode + JPEG encode + write of --copies copies of the video (one video per worker;
                          workers > 1 includes starting the spawn pool, ~0.5-1 s)
-  augment                h5 random 2-seg reads followed by augment_fn (run(..., augment_fn=f); the hook is
-                         None until the stage-2 transforms exist)
+  h5 random 2-seg + augment
+                         the same reads, then augment_fn on the 16-frame window (default: TrainTransform of the
+                         first --backbones entry; run(..., augment_fn=f) takes any callable on uint8 frames)
+  loader <src> <net> workers=N
+                         the stage-2 training input pipeline itself: ClipDataset (datasets/clips.py; clip_num 3,
+                         random_perturb positions, 16-frame jitter windows, hard labels) + TrainTransform of <net>
+                         through a DataLoader of --loader-batch videos with N worker processes (0 = in the main
+                         process), on the h5 and on the raw video; frames/s counts the 16 output frames of every
+                         augmented clip, timed after the first batch (worker start-up excluded). Divide by 16 for
+                         clips/s and compare with benchmarks/encoder.py's training clips/s: the ratio is how many
+                         times the pipeline outruns (> 1) or starves (< 1) the GPU.
 Read rows are the best of --repeats passes (the machine may be shared); make_h5 rows are one run.
 The h5 is written to a temp dir and read back right away, so h5 rows are with the file in the page cache.
 """
@@ -27,8 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from datasets.clips import ClipDataset  # noqa: E402
 from datasets.frames import open_frames  # noqa: E402
+from datasets.splits import Video  # noqa: E402
+from datasets.transforms import TrainTransform  # noqa: E402
 from tools.make_h5 import make_h5  # noqa: E402
 
 DEFAULT_VIDEO = ROOT / "tests" / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
@@ -71,7 +85,31 @@ def bench_make_h5(video, copies, workers, tmp):
     return report["frames"], report["seconds"], report["mb"]
 
 
-def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0):
+def bench_loader(source, transform, workers, batch, batches, seed=0):
+    """ClipDataset + transform through a DataLoader -> (augmented frames delivered, seconds), timed from the
+    first batch on (start-up of the workers excluded)."""
+    videos = [Video(name, i % 2) for i, name in enumerate(source.names)]
+    dataset = ClipDataset(source, videos, None, transform, clip_num=3, hard_labels=True, seed=seed)
+    sampler = torch.utils.data.RandomSampler(dataset, replacement=True, num_samples=batch * (batches + 1),
+                                             generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
+    frames, start = 0, None
+    for clips, _ in loader:
+        if start is None:
+            start = time.perf_counter()
+            continue
+        frames += clips.shape[0] * clips.shape[1] * clips.shape[3]  # videos x clip_num x 16 frames
+    return frames, time.perf_counter() - start
+
+
+def default_augment(backbone, seed=0):
+    """TrainTransform on the 16-frame window of a 2-segment read (the per-clip work of ClipDataset)."""
+    transform, rng = TrainTransform(backbone), np.random.default_rng(seed)
+    return lambda frames: transform(frames[:16], rng)
+
+
+def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0, backbones=("i3d",),
+        loader_workers=(0,), loader_batch=4, loader_batches=8):
     """-> list of (row name, frames, seconds) for the table."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,12 +124,21 @@ def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0
         rows.append((f"h5 sequential (batch {batch})", *bench_sequential(h5, h5_name, batch, repeats)))
         rows.append(("video random 2-seg", *bench_random(vid, vid_name, starts, repeats)))
         rows.append((f"video sequential (batch {batch})", *bench_sequential(vid, vid_name, batch, repeats)))
-        if augment_fn is None:
-            rows.append(("augment: no augment_fn hooked yet", 0, float("nan")))
-        else:
-            rows.append(("h5 random 2-seg + augment_fn", *bench_random(h5, h5_name, starts, repeats, augment_fn)))
+        augment_fn = augment_fn or default_augment(backbones[0], seed)
+        rows.append(("h5 random 2-seg + augment_fn", *bench_random(h5, h5_name, starts, repeats, augment_fn)))
         h5.close()
+        for backbone in backbones:
+            for src_name, source in (("h5", open_frames(tmp / f"w{workers[0]}.h5")),
+                                     ("video", open_frames(folder_of_copies(tmp, copies), kind="video"))):
+                for n in loader_workers:
+                    frames, seconds = bench_loader(source, TrainTransform(backbone), n, loader_batch, loader_batches,
+                                                   seed)
+                    rows.append((f"loader {src_name} {backbone} workers={n}", frames, seconds))
     return rows
+
+
+def folder_of_copies(tmp, copies):
+    return tmp / f"copies{copies}"
 
 
 def print_table(rows):
@@ -109,9 +156,18 @@ def main(argv=None):
     parser.add_argument("--reads", type=int, default=20, help="random 2-segment reads per source")
     parser.add_argument("--batch", type=int, default=10, help="segments per iter_segments batch")
     parser.add_argument("--repeats", type=int, default=3, help="read benchmarks: best of this many passes")
+    parser.add_argument("--backbones", nargs="+", default=["i3d", "c3d"], choices=["i3d", "c3d"],
+                        help="TrainTransform of these backbones in the augment and loader rows")
+    parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
+    parser.add_argument("--loader-batch", type=int, default=4, help="videos (x 3 clips) per loader batch")
+    parser.add_argument("--loader-batches", type=int, default=8, help="timed loader batches (after one warm-up)")
     args = parser.parse_args(argv)
+    from benchmarks.stage1 import describe_machine
+    print("\n".join(describe_machine()))
     print(f"video: {args.video}")
-    print_table(run(args.video, args.workers, args.copies, args.reads, args.batch, args.repeats))
+    print_table(run(args.video, args.workers, args.copies, args.reads, args.batch, args.repeats,
+                    backbones=tuple(args.backbones), loader_workers=args.loader_workers,
+                    loader_batch=args.loader_batch, loader_batches=args.loader_batches))
 
 
 if __name__ == "__main__":

@@ -220,3 +220,17 @@ def test_distinct_rows_never_merges_different_rows():
     distinct, inverse = _distinct_rows(rows) or (rows, torch.arange(20))
     assert torch.equal(distinct[inverse], rows)
     assert _distinct_rows(torch.randn(50, 4)) is None  # no repeats: no deduplication
+
+
+def test_fast_dropout_is_opt_in_keeps_keys_and_the_distribution():
+    plain, fast = MILGenerator(16), MILGenerator(16, fast_dropout=True)
+    assert list(plain.state_dict()) == list(fast.state_dict())
+    assert type(plain.regressor[2]) is torch.nn.Dropout  # the default is torch's own dropout
+    drop = fast.regressor[2].train()
+    x = torch.ones(200, 500)
+    torch.manual_seed(0)
+    a = drop(x)
+    torch.manual_seed(0)
+    assert torch.equal(a, drop(x))  # reproducible from the torch seed
+    assert set(a.unique().tolist()) == {0.0, 2.5} and abs((a > 0).float().mean().item() - 0.4) < 0.01
+    assert torch.equal(drop.eval()(x), x)
