@@ -1,0 +1,449 @@
+"""Stage-1 speed: our paths against a reference that does what the official code does, same machine, same data.
+
+    python benchmarks/stage1.py                                # SHT + UCF sizes, I3D (1024) and C3D (4096)
+    python benchmarks/stage1.py --datasets sht --dims 1024 --iters 5
+    python benchmarks/stage1.py --rss --rss-scale 1.0 --dir /data/tmp   # UCF-C3D stage 1, lazy, peak RSS
+
+Generated features on the real splits and lengths: ShanghaiTech (238 train / 199 test videos, 8,794 test
+clips; anomalies follow the real frame masks) and UCF-Crime (1,610 train videos, 790,271 train clips; 290
+test videos, 69,364 clips, real temporal annotation). Clip rows carry a signal along one direction in
+proportion to the clip's anomalous frames. UCF train clips come from a fixed 131,072-row pool (row r of a
+video = pool[(offset + r) % pool]): 13 GB of C3D features do not fit here, and an iteration's cost
+depends on the batch shape and the real lengths (repeated clips), not on the pool's size.
+
+Rows (per dataset x width; best of --repeats, the machine may be shared):
+  train it/s      40 + 40 bags of 32 x 7 = 224 clips, forward + MIL loss + backward + clip + Adagrad step:
+    ours            tools/train_stage1.py's loop: BagSampler, np.concatenate, MILGenerator with
+                    STAGE1.DEDUP_ROWS False (torch's exact numbers, bit for bit as before the speed work)
+    ours rows       BagSampler.iter_rows(): one gather, no concatenation (same batches, same result)
+    ours flag       the same loop with MILGenerator(dedup_rows=True): repeated rows found in forward
+                    (what tools/train_stage1.py runs by default: STAGE1.DEDUP_ROWS True)
+    ours dedup      iter_rows(dedup=True) + MILGenerator(rows, inverse): only distinct rows are gathered
+                    (flag and dedup: Linear(D, 512) on distinct rows only; same dropout masks and scores,
+                    weight gradients equal to float rounding, tests/test_speed_paths.py)
+    ours fastdrop   dedup + MILGenerator(fast_dropout=True): masks from numpy's PCG64, NOT torch's stream
+                    (opt-in STAGE1.FAST_DROPOUT; another random stream, so only its AUC is comparable)
+    reference       the official loop: Dataset.__getitem__ per video with numpy sampling (np.random, a
+                    Python list of sub-bags), DataLoader(batch 40, drop_last, --ref-workers: 0, the
+                    official 4 re-forks its workers every epoch = every SHT iteration) collate,
+                    torch.cat, the official top-k loss with its Python loop over the batch
+  eval s          every test clip scored + all metrics (AUC, AP, PR-AUC, gap, both FARs, RMSE, per class)
+    ours            utils.scoring.score_videos (16,384-clip batches) + utils.evaluation.evaluate
+    reference       one forward per clip (official eval), Python lists extended with [score] * 16 and the
+                    frame labels, then the same metrics on the 1-D frame arrays
+  PL s            scores of every train clip + refinement: ours score_videos + refine_all; reference the
+                  official 1000-clip chunks + per-video smoothing. UCF sizes run it once (--repeats 1).
+  AUC             test AUC after the timed iterations of each path (SHT; UCF's pool rows carry no labels)
+--rss runs tools/train_stage1.py (configs/ucf_crime/c3d_stage1.yaml: DATA.STORAGE lazy, 1 epoch = 20
+iterations, evaluation, pseudo-labels of all 1,610 train videos) in a child process on an h5 of UCF-C3D
+size x --rss-scale and reports its peak RSS (getrusage).
+"""
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from datasets.bags import BagSampler  # noqa: E402
+from datasets.features import canonical_name, open_features, write_h5_features  # noqa: E402
+from datasets.ground_truth import frame_labels, load_mask  # noqa: E402
+from datasets.splits import read_split  # noqa: E402
+from models.losses import mil_ranking_loss  # noqa: E402
+from models.mil_generator import MILGenerator  # noqa: E402
+from utils.evaluation import evaluate  # noqa: E402
+from utils.metrics import average_precision, false_alarm_rate, frame_auc, pr_auc, rmse, score_gap  # noqa: E402
+from utils.pseudo_labels import refine_all  # noqa: E402
+from utils.scoring import score_videos  # noqa: E402
+
+B, L, T, TOPK, POOL_ROWS, CLIP = 40, 32, 7, 7, 131_072, 16
+SHT, UCF = ROOT / "data" / "shanghaitech", ROOT / "data" / "ucf_crime"
+
+
+def describe_machine():
+    """-> lines naming the CPU, cores, load, GPU and versions (printed by every benchmark)."""
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    import h5py, sklearn  # noqa: E401
+    load = os.getloadavg()
+    return [f"CPU: {cpu}, {os.cpu_count()} logical cores ({len(os.sched_getaffinity(0))} usable), torch threads "
+            f"{torch.get_num_threads()}; GPU: {gpu}",
+            f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            + ("  -> MEASURED UNDER LOAD" if load[0] > 2 else ""),
+            f"python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, sklearn "
+            f"{sklearn.__version__}, h5py {h5py.__version__}; command: python {' '.join(sys.argv)}"]
+
+
+def best_of(fn, repeats):
+    """-> (seconds of the fastest of `repeats` calls, the last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+# ----------------------------------------------------------------------------------------------- the data
+def split_lengths(dataset):
+    """-> (train [(name, label, n_clips, anomalous-frame fraction per clip or None)], test videos, test GT)."""
+    if dataset == "sht":
+        test = read_split(SHT / "SH_Test_NEW.txt", "shanghaitech")
+        gt = frame_labels(test, "shanghaitech", mask_dir=SHT / "test_frame_mask")
+        frames = {r["video"]: int(r["frames"]) for r in csv.DictReader(open(SHT / "train_frame_counts.csv"))}
+        train = []
+        for v in read_split(SHT / "SH_Train_new.txt", "shanghaitech"):
+            mask = load_mask(SHT / "test_frame_mask" / f"{v.name}.npy") if v.label else None
+            train.append((v.name, v.label, frames[v.name] // CLIP, mask))
+        return train, test, gt
+    test = read_split(UCF / "Temporal_Anomaly_Annotation_New.txt", "ucf_crime")
+    gt = frame_labels(test, "ucf_crime", annotation=UCF / "Temporal_Anomaly_Annotation_New.txt")
+    rows = csv.DictReader(open(UCF / "train_frame_counts.csv"))
+    train = [(canonical_name(r["video"]), int("Normal" not in r["video"]), int(r["frames"]) // CLIP, None) for r in rows]
+    return train, test, gt
+
+
+def clip_fraction(mask, n_clips):
+    return mask[: n_clips * CLIP].reshape(n_clips, CLIP).mean(axis=1)
+
+
+def video_features(rng, n_clips, fraction, direction):
+    """float32 (n_clips, D): noise of row norm ~3.5 (§10: the official recipe needs small rows) + signal."""
+    dim = len(direction)
+    x = rng.standard_normal((n_clips, dim), dtype=np.float32) * np.float32(3.5 / np.sqrt(dim))
+    if fraction is not None:
+        x += np.outer(fraction, direction).astype(np.float32)
+    return x
+
+
+def make_data(dataset, dim, tmp, seed=0):
+    """-> (train store, train videos [(name, label)], test store, test videos, test GT)."""
+    rng = np.random.default_rng(seed)
+    direction = np.abs(rng.standard_normal(dim)) * (0.25 / np.sqrt(dim))  # ~2.3 noise sd along it
+    train, test, gt = split_lengths(dataset)
+    test_feats = {v.name: video_features(rng, len(gt[v.name]) // CLIP, clip_fraction(gt[v.name], len(gt[v.name]) // CLIP),
+                                         direction) for v in test}
+    path = Path(tmp) / f"{dataset}_{dim}_test.h5"
+    write_h5_features(path, test_feats)
+    test_store = open_features(path, list(test_feats), dim=dim)
+    if dataset == "sht":
+        feats = {n: video_features(rng, c, None if m is None else clip_fraction(m, c), direction) for n, _, c, m in train}
+        path = Path(tmp) / f"{dataset}_{dim}_train.h5"
+        write_h5_features(path, feats)
+        train_store = open_features(path, list(feats), dim=dim)
+    else:
+        train_store = PoolStore({n: c for n, _, c, _ in train}, video_features(rng, POOL_ROWS, None, direction))
+    return train_store, [(n, lab) for n, lab, _, _ in train], test_store, test, gt
+
+
+class PoolStore:
+    """The FeatureStore calls stage 1 makes (num_clips, gather, iter_batches), over a pool of rows."""
+
+    def __init__(self, lengths, pool):
+        self.names, self.pool, self.dim = list(lengths), pool, pool.shape[1]
+        self.lengths = lengths
+        self.offsets = dict(zip(self.names, np.cumsum([0] + list(lengths.values()))[:-1]))
+
+    def num_clips(self, name):
+        return self.lengths[name]
+
+    def video(self, name):
+        """-> an array-like of the video's rows (len, fancy indexing) that copies only what is indexed."""
+        return _PoolVideo(self, name)
+
+    def get(self, name):
+        return self.pool[(self.offsets[name] + np.arange(self.lengths[name])) % len(self.pool)]
+
+    def gather(self, names, idx):
+        rows = np.array([self.offsets[n] for n in names])[:, None] + np.stack(idx)
+        return self.pool[rows % len(self.pool)]
+
+    def iter_batches(self, names, max_rows=65536):
+        names, start, rows = list(names), 0, 0
+        for i, name in enumerate(names + [None]):
+            if name is None or (rows and rows + self.lengths[name] > max_rows):
+                batch = names[start:i]
+                yield batch, np.concatenate([self.get(n) for n in batch]), np.array([self.lengths[n] for n in batch])
+                start, rows = i, 0
+            if name is not None:
+                rows += self.lengths[name]
+
+
+class _PoolVideo:
+    def __init__(self, store, name):
+        self.store, self.name = store, name
+
+    def __len__(self):
+        return self.store.lengths[self.name]
+
+    def __getitem__(self, idx):
+        return self.store.gather([self.name], [np.asarray(idx)])[0]
+
+
+# ------------------------------------------------------------------------------------- the reference
+class OfficialBags(torch.utils.data.Dataset):
+    """SHT_MIL_dataset (MIST_REFERENCE.md §1.3): item i = (normal i, abnormal i), sampled with np.random."""
+
+    def __init__(self, store, normal, abnormal):
+        # load_feat: every train array in RAM (the pool's videos are views: 13 GB of UCF-C3D would not fit)
+        self.feats = {n: store.video(n) if hasattr(store, "video") else store.get(n) for n in normal + abnormal}
+        self.normal, self.abnormal = normal, abnormal
+        self.shuffle_keys()
+
+    def shuffle_keys(self):
+        self.norm_iters = np.random.permutation(len(self.normal))
+        self.abnorm_iters = np.random.permutation(len(self.abnormal))
+
+    def __len__(self):
+        return min(len(self.normal), len(self.abnormal))
+
+    @staticmethod
+    def sample_feat(feat):
+        n = len(feat)
+        if n < T:  # the official code raises IndexError here; repeat clips as ours does
+            return torch.from_numpy(feat[np.tile(np.arange(T) * n // T, L)]), np.ones(L * T)
+        move = np.random.randint((n - T) // (L + 1)) if (n - T) // (L + 1) >= 1 else 0
+        starts = np.linspace(0, n - T, L + 1, dtype=int) + move
+        chosen = np.concatenate([np.arange(s, s + T) for s in starts])[: L * T]
+        return torch.from_numpy(feat[chosen]), np.ones(L * T)
+
+    def __getitem__(self, i):
+        norm, norm_labs = self.sample_feat(self.feats[self.normal[self.norm_iters[i]]])
+        abn, abn_labs = self.sample_feat(self.feats[self.abnormal[self.abnorm_iters[i]]])
+        return norm, norm_labs, abn, abn_labs
+
+
+def official_loss(y_pred, lambda_1=0.01, lambda_2=0.0):
+    """train_MIL_Generator.topk_rank_loss (§1.4), with its Python loop over the normal bags."""
+    topk_pred = torch.mean(torch.topk(y_pred.view(2 * B, L * T), TOPK, dim=-1)[0], dim=-1)
+    nor_max, abn_max = topk_pred[:B], topk_pred[B:]
+    err = 0
+    for i in range(B):
+        err += torch.sum(torch.relu(1 - abn_max + nor_max[i]))
+    err = err / B ** 2
+    abn = y_pred.view(2 * B, L * T)[B:]
+    return err + lambda_1 * abn.mean() + lambda_2 * ((abn[:, :-1] - abn[:, 1:]) ** 2).mean()
+
+
+def reference_steps(model, optimizer, dataset, workers=0):
+    """Generator: one official iteration per next() (a new DataLoader iterator, i.e. new workers, per epoch)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=B, drop_last=True, num_workers=workers)
+    while True:
+        for norm, _, abn, _ in loader:
+            feats = torch.cat([norm, abn], dim=0).float().view(2 * B, L * T, -1)
+            loss = official_loss(model(feats.view(-1, feats.shape[-1])).view(2 * B, L * T, -1).mean(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            yield loss.item()  # the official loop prints the loss every iteration
+        dataset.shuffle_keys()
+
+
+@torch.no_grad()
+def reference_eval(model, store, videos, gt):
+    """Official evaluation: a forward per clip, Python lists extended 16 frames at a time, then metrics."""
+    model.eval()
+    scores, labels, owners = [], [], []
+    for v in videos:
+        feats = torch.from_numpy(store.get(v.name))
+        for j in range(len(feats)):
+            score = float(model(feats[j:j + 1]).cpu().numpy()[0])
+            scores.extend([score] * CLIP)
+            owners.extend([v] * CLIP)
+        labels.extend(gt[v.name][: CLIP * len(feats)].tolist())
+    return frame_metrics(np.array(scores), np.array(labels), owners)
+
+
+def frame_metrics(s, y, owners):
+    """The metric set of utils.evaluation.evaluate, on 1-D frame arrays (owners: Video of each frame)."""
+    normal = np.array([o.label == 0 for o in owners])
+    out = {"auc": frame_auc(s, y), "ap": average_precision(s, y), "pr_auc": pr_auc(s, y), "score_gap": score_gap(s, y),
+           "far": false_alarm_rate(s, y), "rmse": rmse(s, y),
+           "far_normal_videos": false_alarm_rate(s[normal], np.zeros(normal.sum())) if normal.any() else None}
+    category = np.array([o.category for o in owners])
+    for c in sorted(set(category[~normal]) - {"", "Normal"}):
+        pick = normal | (category == c)
+        out[c] = (frame_auc(s[pick], y[pick]), pr_auc(s[pick], y[pick]), score_gap(s[pick], y[pick]))
+    return out
+
+
+@torch.no_grad()
+def reference_pseudo_labels(model, store, train):
+    """generate_PL (§1.7): 1000-clip chunks per video, then smooth twice (+ min-max for abnormal videos)."""
+    model.eval()
+    scores = {}
+    for name, _ in train:
+        feats = torch.from_numpy(store.get(name))
+        scores[name] = torch.cat([model(c) for c in feats.split(1000)]).squeeze().numpy()
+    out = {}
+    for name, label in train:
+        y = np.atleast_1d(scores[name])
+        for _ in range(2):
+            y = np.convolve(np.r_[[y[0]] * 2, y, [y[-1]] * 2], np.ones(5) / 5, mode="valid")
+        if label and len(y) >= 2:
+            y = (y - y.min()) / (y.max() - y.min())
+        out[name] = y
+    return out
+
+
+# --------------------------------------------------------------------------------------------- ours
+def our_steps(model, optimizer, sampler, mode):
+    """Generator: one iteration per next(); mode 'tools' | 'flag' | 'rows' | 'dedup' | 'fastdrop'."""
+    while True:
+        batches = iter(sampler) if mode in ("tools", "flag") else sampler.iter_rows(dedup=mode != "rows")
+        for first, second in batches:
+            if mode in ("tools", "flag"):  # tools/train_stage1.py train_one_epoch, line for line
+                scores = model(torch.from_numpy(np.concatenate([first, second])))
+            else:
+                scores = model(torch.from_numpy(first), None if second is None else torch.from_numpy(second))
+            loss, parts = mil_ranking_loss(scores[:B], scores[B:], TOPK, 0.01, 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            yield {k: v.item() for k, v in {"loss": loss, **parts}.items()}
+
+
+def fresh_model(dim, seed=0, dedup_rows=False, fast_dropout=False):
+    torch.manual_seed(seed)
+    model = MILGenerator(dim, dropout=0.6, dedup_rows=dedup_rows, fast_dropout=fast_dropout)
+    return model, torch.optim.Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
+
+
+def bench_training(train_store, train, n_iters, ref_workers=0):
+    """-> {path: (best s/iteration, median, trained model)}. The paths take turns, one iteration each, so a
+    change of the machine's load hits all of them alike; every path starts with one untimed warm-up."""
+    normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
+    paths = {}
+    for mode in ("tools", "rows", "flag", "dedup", "fastdrop"):
+        model, opt = fresh_model(train_store.dim, dedup_rows=mode == "flag", fast_dropout=mode == "fastdrop")
+        sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(0))
+        paths[mode] = (model, our_steps(model.train(), opt, sampler, mode))
+    model, opt = fresh_model(train_store.dim)
+    np.random.seed(0)
+    paths["reference"] = (model, reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal),
+                                                 ref_workers))
+    times = {mode: [] for mode in paths}
+    for i in range(n_iters + 1):
+        for mode, (model, steps) in paths.items():
+            torch.manual_seed(1000 + i)  # the same dropout masks for every path
+            start = time.perf_counter()
+            next(steps)
+            times[mode].append(time.perf_counter() - start)
+    return {mode: (min(t[1:]), float(np.median(t[1:])), paths[mode][0]) for mode, t in times.items()}
+
+
+def run_config(dataset, dim, args, tmp):
+    start = time.perf_counter()
+    train_store, train, test_store, test, gt = make_data(dataset, dim, tmp)
+    print(f"\n## {dataset.upper()}-sized, D={dim}: {len(train)} train / {len(test)} test videos, "
+          f"{sum(len(g) // CLIP for g in gt.values()):,} test clips (data made in {time.perf_counter() - start:.0f} s)")
+    train_res = bench_training(train_store, train, args.iters, args.ref_workers)
+    model = train_res["tools"][2]
+    names, cpu = [v.name for v in test], torch.device("cpu")
+    ours_eval, ref_eval, ours_pl, ref_pl = [float("inf")] * 4
+    for r in range(args.repeats):  # ours and the reference alternate, as the training paths do
+        t, ours = best_of(lambda: evaluate(score_videos(model, test_store, names, cpu, 16384), gt, test), 1)
+        ours_eval = min(ours_eval, t)
+        if r < 2:  # the reference is slow: best of two
+            t, ref = best_of(lambda: reference_eval(model, test_store, test, gt), 1)
+            ref_eval = min(ref_eval, t)
+        if r < (1 if dataset == "ucf" else args.repeats):  # UCF: ~800k train clips, once
+            t, pl = best_of(lambda: refine_all(score_videos(model, train_store, [n for n, _ in train], cpu, 16384),
+                                               dict(train)), 1)
+            ours_pl = min(ours_pl, t)
+            t, ref_labels = best_of(lambda: reference_pseudo_labels(model, train_store, train), 1)
+            ref_pl = min(ref_pl, t)
+    pl_diff = max(float(np.abs(pl[n] - ref_labels[n]).max()) for n, _ in train)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rows = [(f"train it/s ({k})", 1 / v[0], 1 / v[1]) for k, v in train_res.items()]
+    print(f"{'measure':<26} {'best':>9} {'median':>9}")
+    for name, best, median in rows:
+        print(f"{name:<26} {best:9.3f} {median:9.3f}")
+    ref_it = train_res["reference"][0]
+    print("train speed-up vs reference (best): " + ", ".join(f"{k} {ref_it / v[0]:.2f}x" for k, v in train_res.items()
+                                                             if k != "reference"))
+    print(f"eval s: ours {ours_eval:.3f}, reference {ref_eval:.3f}  -> {ref_eval / ours_eval:.1f}x "
+          f"(AUC ours {ours['auc']:.6f}, reference {ref['auc']:.6f}, |diff| {abs(ours['auc'] - ref['auc']):.1e})")
+    print(f"PL s:   ours {ours_pl:.3f}, reference {ref_pl:.3f}  -> {ref_pl / ours_pl:.2f}x (max |PL diff| {pl_diff:.1e})")
+    if dataset == "sht":
+        aucs = {k: evaluate(score_videos(v[2], test_store, names, cpu), gt, test)["auc"] for k, v in train_res.items()}
+        print(f"test AUC after {args.iters + 1} iterations: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()))
+    print(f"peak RSS of this process so far: {rss:.2f} GiB")
+
+
+# ------------------------------------------------------------------------------------------- peak RSS
+def rss_run(args):
+    """Writes a UCF-C3D-sized h5 (real split names, lengths x scale) and runs stage 1 on it in a child."""
+    from benchmarks.feature_memory import SyntheticFeatures
+
+    train, test, gt = split_lengths("ucf")
+    lengths = {n: max(1, round(c * args.rss_scale)) for n, _, c, _ in train}
+    lengths.update({v.name: max(1, round(len(gt[v.name]) // CLIP * args.rss_scale)) for v in test})
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        h5 = Path(tmp) / "ucf_c3d.h5"
+        start = time.perf_counter()
+        write_h5_features(h5, SyntheticFeatures(lengths, 4096))
+        total = sum(lengths.values())
+        print(f"wrote {total:,} clips x 4096 = {total * 4096 * 4 / 1e9:.1f} GB in {time.perf_counter() - start:.0f} s")
+        opts = ["--cfg", str(ROOT / "configs/ucf_crime/c3d_stage1.yaml"), "DATA.FEATURES", str(h5), "OUTPUT_DIR",
+                str(Path(tmp) / "run"), "STAGE1.EPOCHS", "1", "STAGE1.EVAL_PERIOD", "1", "DEVICE", "cpu",
+                "STAGE1.PART_LEN", str(T)]
+        out = subprocess.run([sys.executable, __file__, "--rss-child", json.dumps(opts)], check=True,
+                             capture_output=True, text=True, cwd=ROOT).stdout
+        res = json.loads(out.strip().splitlines()[-1])
+    print(f"stage 1 (lazy, 20 iterations of 40+40 x {L}x{T} clips, test evaluation, pseudo-labels of "
+          f"{len(train)} videos) at scale {args.rss_scale}: peak RSS {res['peak_rss_gib']:.2f} GiB, "
+          f"{res['seconds']:.0f} s")
+
+
+def rss_child(opts):
+    import tools.train_stage1 as stage1
+
+    start = time.perf_counter()
+    stage1.main(json.loads(opts))
+    print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+                      "seconds": time.perf_counter() - start}))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["sht", "ucf"], choices=["sht", "ucf"])
+    parser.add_argument("--dims", nargs="+", type=int, default=[1024, 4096])
+    parser.add_argument("--iters", type=int, default=8, help="timed training iterations per path (+1 warm-up)")
+    parser.add_argument("--repeats", type=int, default=3, help="evaluation / PL timings: best of this many")
+    parser.add_argument("--ref-workers", type=int, default=0,
+                        help="reference DataLoader workers (official: 4, re-forked every epoch; 0 = kinder)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rss", action="store_true", help="only the UCF-C3D lazy peak-RSS run")
+    parser.add_argument("--rss-scale", type=float, default=0.1, help="--rss: multiply every clip count")
+    parser.add_argument("--dir", default=None, help="--rss: folder for the h5 (default: the system temp dir)")
+    parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.rss_child:
+        return rss_child(args.rss_child)
+    print("\n".join(describe_machine()))
+    if args.rss:
+        return rss_run(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        for dataset in args.datasets:
+            for dim in args.dims:
+                run_config(dataset, dim, args, tmp)
+
+
+if __name__ == "__main__":
+    main()
