@@ -110,7 +110,8 @@ def split_lengths(dataset):
     test = read_split(UCF / "Temporal_Anomaly_Annotation_New.txt", "ucf_crime")
     gt = frame_labels(test, "ucf_crime", annotation=UCF / "Temporal_Anomaly_Annotation_New.txt")
     rows = csv.DictReader(open(UCF / "train_frame_counts.csv"))
-    train = [(canonical_name(r["video"]), int("Normal" not in r["video"]), int(r["frames"]) // CLIP, None) for r in rows]
+    train = [(canonical_name(r["video"]), int("Normal" not in r["video"]), int(r["frames"]) // CLIP, None)
+             for r in rows]
     return train, test, gt
 
 
@@ -132,13 +133,14 @@ def make_data(dataset, dim, tmp, seed=0):
     rng = np.random.default_rng(seed)
     direction = np.abs(rng.standard_normal(dim)) * (0.25 / np.sqrt(dim))  # ~2.3 noise sd along it
     train, test, gt = split_lengths(dataset)
-    test_feats = {v.name: video_features(rng, len(gt[v.name]) // CLIP, clip_fraction(gt[v.name], len(gt[v.name]) // CLIP),
-                                         direction) for v in test}
+    n_test = {v.name: len(gt[v.name]) // CLIP for v in test}
+    test_feats = {n: video_features(rng, c, clip_fraction(gt[n], c), direction) for n, c in n_test.items()}
     path = Path(tmp) / f"{dataset}_{dim}_test.h5"
     write_h5_features(path, test_feats)
     test_store = open_features(path, list(test_feats), dim=dim)
     if dataset == "sht":
-        feats = {n: video_features(rng, c, None if m is None else clip_fraction(m, c), direction) for n, _, c, m in train}
+        feats = {n: video_features(rng, c, None if m is None else clip_fraction(m, c), direction)
+                 for n, _, c, m in train}
         path = Path(tmp) / f"{dataset}_{dim}_train.h5"
         write_h5_features(path, feats)
         train_store = open_features(path, list(feats), dim=dim)
@@ -377,7 +379,8 @@ def run_config(dataset, dim, args, tmp):
                                                              if k != "reference"))
     print(f"eval s: ours {ours_eval:.3f}, reference {ref_eval:.3f}  -> {ref_eval / ours_eval:.1f}x "
           f"(AUC ours {ours['auc']:.6f}, reference {ref['auc']:.6f}, |diff| {abs(ours['auc'] - ref['auc']):.1e})")
-    print(f"PL s:   ours {ours_pl:.3f}, reference {ref_pl:.3f}  -> {ref_pl / ours_pl:.2f}x (max |PL diff| {pl_diff:.1e})")
+    print(f"PL s:   ours {ours_pl:.3f}, reference {ref_pl:.3f}  -> {ref_pl / ours_pl:.2f}x "
+          f"(max |PL diff| {pl_diff:.1e})")
     if dataset == "sht":
         aucs = {k: evaluate(score_videos(v[2], test_store, names, cpu), gt, test)["auc"] for k, v in train_res.items()}
         print(f"test AUC after {args.iters + 1} iterations: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()))
