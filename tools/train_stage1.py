@@ -35,18 +35,29 @@ from utils.scoring import score_videos  # noqa: E402
 SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REFERENCE.md §6.24)"
 
 
+def _batches(sampler, dedup):
+    """-> (features, inverse or None) per iteration, normal bags first: gathered once; with dedup, each
+    video's distinct clips only (the model expands them after its first layer: same maths, less work)."""
+    if not hasattr(sampler, "iter_rows"):  # the Sultani segment sampler
+        for normal, abnormal in sampler:
+            yield torch.from_numpy(np.concatenate([normal, abnormal])), None
+        return
+    for rows, inverse in sampler.iter_rows(dedup=dedup):
+        yield torch.from_numpy(rows), None if inverse is None else torch.from_numpy(inverse)
+
+
 def train_one_epoch(model, optimizer, sampler, cfg, device):
     """One pass of the bag sampler -> mean of each loss term over its iterations."""
     model.train()
     s1, totals = cfg.STAGE1, {}
-    for normal, abnormal in sampler:
-        bags = torch.from_numpy(np.concatenate([normal, abnormal])).to(device)
-        scores = model(bags)  # (2B, L*T), or (2B, L) pooled segments for the Sultani baseline
+    for rows, inverse in _batches(sampler, s1.DEDUP_ROWS):
+        scores = model(rows.to(device), None if inverse is None else inverse.to(device))
+        normal, abnormal = scores.chunk(2)  # (B, L*T) each, or (B, L) pooled segments for the Sultani baseline
         if s1.METHOD == "sultani":
-            loss, parts = sultani_loss(scores[: len(normal)], scores[len(normal):], s1.LAMBDA_SPARSE, s1.LAMBDA_SMOOTH)
+            loss, parts = sultani_loss(normal, abnormal, s1.LAMBDA_SPARSE, s1.LAMBDA_SMOOTH)
         else:
-            loss, parts = mil_ranking_loss(scores[: len(normal)], scores[len(normal):], s1.TOPK, s1.LAMBDA_SPARSE,
-                                           s1.LAMBDA_SMOOTH, s1.BAG_SCORE, s1.PART_LEN)
+            loss, parts = mil_ranking_loss(normal, abnormal, s1.TOPK, s1.LAMBDA_SPARSE, s1.LAMBDA_SMOOTH,
+                                           s1.BAG_SCORE, s1.PART_LEN)
         if not torch.isfinite(loss):
             raise FloatingPointError("the stage-1 loss became NaN/inf: check the features (DATA.L2_NORM) and STAGE1.LR")
         optimizer.zero_grad(set_to_none=True)
