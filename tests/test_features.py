@@ -126,7 +126,7 @@ def test_relative_paths_resolve_against_root(tmp_path):
     (tmp_path / "rel.list").write_text(f"i3d/{a}_i3d.npy\ni3d/{b}_i3d.npy\n")  # relative to the list's folder
     np.testing.assert_array_equal(open_features(tmp_path / "rel.list", [b]).get(b), feats[b])
     (tmp_path / "lists").mkdir()
-    (tmp_path / "lists" / "abs.list").write_text(f"/home/someone/RTFM/{a}_i3d.npy\n{b}_i3d.npy\n")
+    (tmp_path / "lists" / "abs.list").write_text(f"/nonexistent/RTFM/{a}_i3d.npy\n{b}_i3d.npy\n")
     store = open_features(tmp_path / "lists" / "abs.list", [a, b], root=tmp_path / "i3d")  # <root>/<basename>
     np.testing.assert_array_equal(store.get(a), feats[a])
     with pytest.raises(FileNotFoundError, match=r"1 feature files listed in .*abs.list not found under root .*lists"):
@@ -252,7 +252,7 @@ def test_shape_and_dtype_errors(tmp_path):
             open_features(listed, [name])
     with pytest.raises(ValueError, match=r"video 'ints' .*dtype int64; expected a float array"):
         open_features(listed, ["ints"])
-    np.save(tmp_path / "obj_i3d.npy", np.array([None, 1], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "obj_i3d.npy", np.array([None, 1], dtype=object))  # np.save pickles object arrays
     (tmp_path / "obj.list").write_text("obj_i3d.npy\n")
     with pytest.raises(ValueError, match=r"cannot read .*obj_i3d.npy as a numeric .npy array"):
         open_features(tmp_path / "obj.list", ["obj"])

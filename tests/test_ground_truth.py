@@ -88,7 +88,7 @@ def test_missing_mask(tmp_path):
                                        (np.array([0, 2, 1]), 'values'),
                                        (np.array([{'a': 1}], dtype=object), 'not a plain numeric')])
 def test_bad_mask(tmp_path, mask, why):
-    np.save(tmp_path / 'v.npy', mask, allow_pickle=True)
+    np.save(tmp_path / 'v.npy', mask)  # np.save pickles object arrays
     with pytest.raises(ValueError, match=why):
         load_mask(str(tmp_path / 'v.npy'))
 
