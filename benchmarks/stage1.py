@@ -13,14 +13,12 @@ depends on the batch shape and the real lengths (repeated clips), not on the poo
 
 Rows (per dataset x width; best of --repeats, the machine may be shared):
   train it/s      40 + 40 bags of 32 x 7 = 224 clips, forward + MIL loss + backward + clip + Adagrad step:
-    ours            tools/train_stage1.py's loop: BagSampler, np.concatenate, MILGenerator with
-                    STAGE1.DEDUP_ROWS False (torch's exact numbers, bit for bit as before the speed work)
-    ours rows       BagSampler.iter_rows(): one gather, no concatenation (same batches, same result)
-    ours flag       the same loop with MILGenerator(dedup_rows=True): repeated rows found in forward
-                    (what tools/train_stage1.py runs by default: STAGE1.DEDUP_ROWS True)
-    ours dedup      iter_rows(dedup=True) + MILGenerator(rows, inverse): only distinct rows are gathered
-                    (flag and dedup: Linear(D, 512) on distinct rows only; same dropout masks and scores,
-                    weight gradients equal to float rounding, tests/test_speed_paths.py)
+    ours            the plain loop: BagSampler, np.concatenate, MILGenerator on every sampled row
+    ours rows       BagSampler.iter_rows(): one gather, no concatenation (same batches, same result;
+                    tools/train_stage1.py with STAGE1.DEDUP_ROWS False)
+    ours dedup      iter_rows(dedup=True) + MILGenerator(rows, inverse): only distinct rows are gathered and
+                    pass Linear(D, 512); same dropout masks and scores, weight gradients equal to float
+                    rounding (tests/test_speed_paths.py); tools/train_stage1.py's default (DEDUP_ROWS True)
     ours fastdrop   dedup + MILGenerator(fast_dropout=True): masks from numpy's PCG64, NOT torch's stream
                     (opt-in STAGE1.FAST_DROPOUT; another random stream, so only its AUC is comparable)
     reference       the official loop: Dataset.__getitem__ per video with numpy sampling (np.random, a
@@ -302,11 +300,11 @@ def reference_pseudo_labels(model, store, train):
 
 # --------------------------------------------------------------------------------------------- ours
 def our_steps(model, optimizer, sampler, mode):
-    """Generator: one iteration per next(); mode 'tools' | 'flag' | 'rows' | 'dedup' | 'fastdrop'."""
+    """Generator: one iteration per next(); mode 'tools' | 'rows' | 'dedup' | 'fastdrop'."""
     while True:
-        batches = iter(sampler) if mode in ("tools", "flag") else sampler.iter_rows(dedup=mode != "rows")
+        batches = iter(sampler) if mode == "tools" else sampler.iter_rows(dedup=mode != "rows")
         for first, second in batches:
-            if mode in ("tools", "flag"):  # tools/train_stage1.py train_one_epoch, line for line
+            if mode == "tools":  # the concatenating loop tools/train_stage1.py had before iter_rows
                 scores = model(torch.from_numpy(np.concatenate([first, second])))
             else:
                 scores = model(torch.from_numpy(first), None if second is None else torch.from_numpy(second))
@@ -318,9 +316,9 @@ def our_steps(model, optimizer, sampler, mode):
             yield {k: v.item() for k, v in {"loss": loss, **parts}.items()}
 
 
-def fresh_model(dim, seed=0, dedup_rows=False, fast_dropout=False):
+def fresh_model(dim, seed=0, fast_dropout=False):
     torch.manual_seed(seed)
-    model = MILGenerator(dim, dropout=0.6, dedup_rows=dedup_rows, fast_dropout=fast_dropout)
+    model = MILGenerator(dim, dropout=0.6, fast_dropout=fast_dropout)
     return model, torch.optim.Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
 
 
@@ -329,8 +327,8 @@ def bench_training(train_store, train, n_iters, ref_workers=0):
     change of the machine's load hits all of them alike; every path starts with one untimed warm-up."""
     normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
     paths = {}
-    for mode in ("tools", "rows", "flag", "dedup", "fastdrop"):
-        model, opt = fresh_model(train_store.dim, dedup_rows=mode == "flag", fast_dropout=mode == "fastdrop")
+    for mode in ("tools", "rows", "dedup", "fastdrop"):
+        model, opt = fresh_model(train_store.dim, fast_dropout=mode == "fastdrop")
         sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(0))
         paths[mode] = (model, our_steps(model.train(), opt, sampler, mode))
     model, opt = fresh_model(train_store.dim)

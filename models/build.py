@@ -5,8 +5,7 @@ from models.mist import MIST
 
 def build_generator(cfg):
     """The stage-1 MIL generator for DATA.FEATURE_DIM features."""
-    return MILGenerator(in_dim=cfg.DATA.FEATURE_DIM, dropout=cfg.STAGE1.DROPOUT, dedup_rows=cfg.STAGE1.DEDUP_ROWS,
-                        fast_dropout=cfg.STAGE1.FAST_DROPOUT)
+    return MILGenerator(in_dim=cfg.DATA.FEATURE_DIM, dropout=cfg.STAGE1.DROPOUT, fast_dropout=cfg.STAGE1.FAST_DROPOUT)
 
 
 def build_model(cfg):

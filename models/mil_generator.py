@@ -9,15 +9,15 @@ class MILGenerator(nn.Module):
 
     There is no activation after the second Linear and no dropout after the last one (official code).
     Weights are kaiming-normal (fan_in, gain sqrt(2)) and biases zero, as the official `weights_init`.
-    dedup_rows (opt-in): in training, bit-identical input rows (the sub-bags of a short video repeat its
-    clips: ~3k distinct of the 17,920 rows of a ShanghaiTech batch) go through Linear(D, 512) and the ReLU
-    once; see forward. Same dropout masks and same maths; the weight gradient sums in another order.
+    forward(rows, inverse) scores bags given as distinct rows + an index (BagSampler.iter_rows(dedup=True)):
+    the sub-bags of a short video repeat its clips (~3k distinct of the 17,920 rows of a ShanghaiTech batch),
+    so Linear(D, 512) and the ReLU run once per distinct row. Same dropout masks and maths.
     fast_dropout (opt-in, NOT the official random stream): dropout masks drawn by numpy's PCG64 instead of
     torch's serial CPU Bernoulli, which takes ~30% of a CPU training iteration; same distribution and
     reproducibility (seeded from the torch RNG), different masks, so results differ from the default.
     """
 
-    def __init__(self, in_dim=1024, dropout=0.6, dedup_rows=False, fast_dropout=False):
+    def __init__(self, in_dim=1024, dropout=0.6, fast_dropout=False):
         super().__init__()
         drop = NumpyDropout if fast_dropout else nn.Dropout
         self.regressor = nn.Sequential(
@@ -25,7 +25,6 @@ class MILGenerator(nn.Module):
             nn.Linear(512, 32), drop(dropout),
             nn.Linear(32, 1), nn.Sigmoid(),
         )
-        self.dedup_rows = dedup_rows
         for layer in self.regressor:
             if isinstance(layer, nn.Linear):
                 nn.init.kaiming_normal_(layer.weight)
@@ -38,12 +37,8 @@ class MILGenerator(nn.Module):
         have inverse's shape, scores[i] = score of features[inverse[i]]. Linear(D, 512) and the ReLU, which
         come before any dropout, run once per distinct row; dropout still draws one mask per output row from
         the same RNG stream, so the result equals forward(features[inverse]) up to float rounding of the
-        weight gradient (datasets.bags.BagSampler.iter_rows gives such pairs; dedup_rows finds them here).
+        weight gradient (datasets.bags.BagSampler.iter_rows gives such pairs).
         """
-        if inverse is None and self.dedup_rows and self.training and features.dim() > 1:
-            distinct = _distinct_rows(features.reshape(-1, features.shape[-1]))
-            if distinct is not None:
-                features, inverse = distinct[0], distinct[1].view(features.shape[:-1])
         if inverse is None:
             return self.regressor(features).squeeze(-1)
         first = self.regressor[1](self.regressor[0](features))  # (U, 512)
@@ -67,23 +62,3 @@ class NumpyDropout(nn.Dropout):
         keep = np.random.default_rng(seed).random(x.shape, dtype=np.float32) >= np.float32(self.p)
         scale = np.float32(1.0 / (1.0 - self.p))
         return x * torch.from_numpy(keep * scale).to(x.device)
-
-
-@torch.no_grad()
-def _distinct_rows(rows, chunk=4096):
-    """rows (N, D) -> (distinct rows (U, D), inverse (N,)) when some rows repeat bit for bit, else None.
-
-    Rows are keyed by a projection on a fixed random vector, then every row is checked equal to its key's
-    representative, so a key collision (or a NaN) only means no deduplication, never a wrong row.
-    """
-    probe = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0)).to(rows)
-    keys, inverse = torch.unique(rows @ probe, return_inverse=True)
-    if len(keys) > 0.9 * len(rows):  # too few repeats to pay for the gather
-        return None
-    first = torch.full((len(keys),), len(rows), dtype=torch.long, device=rows.device)
-    first.scatter_reduce_(0, inverse, torch.arange(len(rows), device=rows.device), reduce="amin")
-    distinct = rows.index_select(0, first)
-    for part, inv in zip(rows.split(chunk), inverse.split(chunk)):  # chunks: no second (N, D) copy
-        if not torch.equal(distinct.index_select(0, inv), part):
-            return None
-    return distinct, inverse

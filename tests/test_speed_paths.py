@@ -193,35 +193,6 @@ def test_score_videos_slices_long_videos(tmp_path):
         assert sliced[name].shape == (store.num_clips(name),) and sliced[name].dtype == np.float32
 
 
-def test_dedup_rows_flag_equals_plain_model():
-    rng = np.random.default_rng(3)
-    uniq = rng.normal(0, 0.1, (40, 32)).astype(np.float32)
-    bags = torch.from_numpy(uniq[np.sort(rng.integers(0, 40, (6, 30)), axis=1)])
-    results = []
-    for flag in (False, True):
-        torch.manual_seed(0)
-        model = MILGenerator(32, dropout=0.6, dedup_rows=flag)
-        torch.manual_seed(1)
-        scores = model(bags)
-        scores.sum().backward()
-        results.append((scores.detach(), [p.grad for p in model.parameters()]))
-    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-6, atol=1e-7)
-    for a, b in zip(results[1][1], results[0][1]):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-    model.eval()
-    assert model(bags).shape == (6, 30)  # eval mode: plain path
-
-
-def test_distinct_rows_never_merges_different_rows():
-    from models.mil_generator import _distinct_rows
-    rows = torch.zeros(20, 4)
-    rows[::2, 0] = 1.0
-    rows[1, 1] = 1e-30  # a different row whose projection key may round to its neighbour's
-    distinct, inverse = _distinct_rows(rows) or (rows, torch.arange(20))
-    assert torch.equal(distinct[inverse], rows)
-    assert _distinct_rows(torch.randn(50, 4)) is None  # no repeats: no deduplication
-
-
 def test_fast_dropout_is_opt_in_keeps_keys_and_the_distribution():
     plain, fast = MILGenerator(16), MILGenerator(16, fast_dropout=True)
     assert list(plain.state_dict()) == list(fast.state_dict())
