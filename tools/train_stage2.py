@@ -8,6 +8,7 @@ Writes to OUTPUT_DIR (rank 0 only): config.yaml, log.txt, metrics.jsonl, tensorb
 checkpoints/{last,best}.pth (+ best_val.pth with DATA.VAL_FRACTION), test_scores.npz and results.json (written
 last: the run is finished).
 """
+import contextlib
 import re
 import sys
 import warnings
@@ -69,7 +70,7 @@ class Trainer:
         target = labels.flatten(0, 1)[:, 1].to(self.device)
         self.global_step += 1
         sync = self.global_step % s2.ACCUMULATE == 0
-        with (net.no_sync() if self.ddp is not None and not sync else _nullcontext()), autocast(self.device, s2.AMP):
+        with (net.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()), autocast(self.device, s2.AMP):
             out = net(clips)
             head = weighted_soft_ce(out["logits"], target, *s2.CLASS_WEIGHTS)
             if out["guided_logits"] is None:  # MODEL.SGA False: no guided head to supervise
@@ -107,14 +108,6 @@ class Trainer:
         if rank < len(state["torch_rng"]):
             torch.set_rng_state(state["torch_rng"][rank])
         return state["epoch"], state["best"]
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def dist_rank():
