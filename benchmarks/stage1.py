@@ -13,14 +13,15 @@ depends on the batch shape and the real lengths (repeated clips), not on the poo
 
 Rows (per dataset x width; best of --repeats, the machine may be shared):
   train it/s      40 + 40 bags of 32 x 7 = 224 clips, forward + MIL loss + backward + clip + Adagrad step:
-    ours            the plain loop: BagSampler, np.concatenate, MILGenerator on every sampled row
-    ours rows       BagSampler.iter_rows(): one gather, no concatenation (same batches, same result;
-                    tools/train_stage1.py with STAGE1.DEDUP_ROWS False)
-    ours dedup      iter_rows(dedup=True) + MILGenerator(rows, inverse): only distinct rows are gathered and
-                    pass Linear(D, 512); same dropout masks and scores, weight gradients equal to float
-                    rounding (tests/test_speed_paths.py); tools/train_stage1.py's default (DEDUP_ROWS True)
-    ours fastdrop   dedup + MILGenerator(fast_dropout=True): masks from numpy's PCG64, NOT torch's stream
-                    (opt-in STAGE1.FAST_DROPOUT; another random stream, so only its AUC is comparable)
+    plain           BagSampler, np.concatenate, MILGenerator on every sampled row, torch's dropout
+    rows            BagSampler.iter_rows(): one gather, no concatenation (the same batches and numbers;
+                    tools/train_stage1.py with STAGE1.DEDUP_ROWS False FAST_DROPOUT False)
+    exact           iter_rows(dedup=True) + MILGenerator(rows, inverse): only distinct rows are gathered and
+                    pass Linear(D, 512), whose weight gradient skips the rows without a gradient; torch's
+                    dropout masks, so the scores of `rows` bit for bit and its gradients to float rounding
+                    (tests/test_speed_paths.py; STAGE1.FAST_DROPOUT False)
+    default         exact + numpy dropout masks (STAGE1.FAST_DROPOUT True): what tools/train_stage1.py runs
+                    by default; another random stream, so its AUC is compared over a longer run (--agreement)
     reference       the official loop: Dataset.__getitem__ per video with numpy sampling (np.random, a
                     Python list of sub-bags), DataLoader(batch 40, drop_last, --ref-workers: 0, the
                     official 4 re-forks its workers every epoch = every SHT iteration) collate,
@@ -32,6 +33,11 @@ Rows (per dataset x width; best of --repeats, the machine may be shared):
   PL s            scores of every train clip + refinement: ours score_videos + refine_all; reference the
                   official 1000-clip chunks + per-video smoothing. UCF sizes run it once (--repeats 1).
   AUC             test AUC after the timed iterations of each path (SHT; UCF's pool rows carry no labels)
+--agreement N trains `default` and `reference` for N iterations from 3 seeds each on SHT-sized data (every
+--dims) and prints the test AUCs: the fast path learns what the official loop learns.
+The paths take turns in one process with utils.env.keep_large_blocks() applied (tools/train_stage1.py calls
+it), so the reference gains from it too; "reference, own process" then times the reference again in a fresh
+process with glibc's default allocator, as the official program runs (--no-ref-process skips it).
 --rss runs tools/train_stage1.py (configs/ucf_crime/c3d_stage1.yaml: DATA.STORAGE lazy, 1 epoch = 20
 iterations, evaluation, pseudo-labels of all 1,610 train videos) in a child process on an h5 of UCF-C3D
 size x --rss-scale and reports its peak RSS (getrusage).
@@ -60,12 +66,14 @@ from datasets.ground_truth import frame_labels, load_mask  # noqa: E402
 from datasets.splits import read_split  # noqa: E402
 from models.losses import mil_ranking_loss  # noqa: E402
 from models.mil_generator import MILGenerator  # noqa: E402
+from utils.env import keep_large_blocks  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.metrics import average_precision, false_alarm_rate, frame_auc, pr_auc, rmse, score_gap  # noqa: E402
 from utils.pseudo_labels import refine_all  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
 
 B, L, T, TOPK, POOL_ROWS, CLIP = 40, 32, 7, 7, 131_072, 16
+OUR_PATHS = ("plain", "rows", "exact", "default")
 SHT, UCF = ROOT / "data" / "shanghaitech", ROOT / "data" / "ucf_crime"
 
 
@@ -300,11 +308,11 @@ def reference_pseudo_labels(model, store, train):
 
 # --------------------------------------------------------------------------------------------- ours
 def our_steps(model, optimizer, sampler, mode):
-    """Generator: one iteration per next(); mode 'tools' | 'rows' | 'dedup' | 'fastdrop'."""
+    """Generator: one iteration per next(); mode 'plain' | 'rows' | 'exact' | 'default'."""
     while True:
-        batches = iter(sampler) if mode == "tools" else sampler.iter_rows(dedup=mode != "rows")
+        batches = iter(sampler) if mode == "plain" else sampler.iter_rows(dedup=mode != "rows")
         for first, second in batches:
-            if mode == "tools":  # the concatenating loop tools/train_stage1.py had before iter_rows
+            if mode == "plain":
                 scores = model(torch.from_numpy(np.concatenate([first, second])))
             else:
                 scores = model(torch.from_numpy(first), None if second is None else torch.from_numpy(second))
@@ -327,8 +335,8 @@ def bench_training(train_store, train, n_iters, ref_workers=0):
     change of the machine's load hits all of them alike; every path starts with one untimed warm-up."""
     normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
     paths = {}
-    for mode in ("tools", "rows", "dedup", "fastdrop"):
-        model, opt = fresh_model(train_store.dim, fast_dropout=mode == "fastdrop")
+    for mode in OUR_PATHS:
+        model, opt = fresh_model(train_store.dim, fast_dropout=mode == "default")
         sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(0))
         paths[mode] = (model, our_steps(model.train(), opt, sampler, mode))
     model, opt = fresh_model(train_store.dim)
@@ -345,13 +353,40 @@ def bench_training(train_store, train, n_iters, ref_workers=0):
     return {mode: (min(t[1:]), float(np.median(t[1:])), paths[mode][0]) for mode, t in times.items()}
 
 
+def reference_process(dataset, dim, iters, threads):
+    """Times the reference loop in a fresh interpreter (glibc's default allocator) -> (best, median) s/it."""
+    cmd = [sys.executable, __file__, "--ref-child", f"{dataset},{dim},{iters}"] + (["--threads", str(threads)]
+                                                                                   if threads else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    return result["best"], result["median"]
+
+
+def reference_child(spec):
+    """--ref-child DATASET,DIM,ITERS: the reference's iterations as bench_training times them -> JSON line."""
+    dataset, dim, iters = spec.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        train_store, train, *_ = make_data(dataset, int(dim), tmp)
+        normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
+        model, opt = fresh_model(int(dim))
+        np.random.seed(0)
+        steps = reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal))
+        times = []
+        for i in range(int(iters) + 1):
+            torch.manual_seed(1000 + i)
+            start = time.perf_counter()
+            next(steps)
+            times.append(time.perf_counter() - start)
+    print(json.dumps({"best": min(times[1:]), "median": float(np.median(times[1:]))}))
+
+
 def run_config(dataset, dim, args, tmp):
     start = time.perf_counter()
     train_store, train, test_store, test, gt = make_data(dataset, dim, tmp)
     print(f"\n## {dataset.upper()}-sized, D={dim}: {len(train)} train / {len(test)} test videos, "
           f"{sum(len(g) // CLIP for g in gt.values()):,} test clips (data made in {time.perf_counter() - start:.0f} s)")
     train_res = bench_training(train_store, train, args.iters, args.ref_workers)
-    model = train_res["tools"][2]
+    model = train_res["rows"][2]
     names, cpu = [v.name for v in test], torch.device("cpu")
     ours_eval, ref_eval, ours_pl, ref_pl = [float("inf")] * 4
     for r in range(args.repeats):  # ours and the reference alternate, as the training paths do
@@ -369,12 +404,18 @@ def run_config(dataset, dim, args, tmp):
     pl_diff = max(float(np.abs(pl[n] - ref_labels[n]).max()) for n, _ in train)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     rows = [(f"train it/s ({k})", 1 / v[0], 1 / v[1]) for k, v in train_res.items()]
+    if not args.no_ref_process:
+        own = reference_process(dataset, dim, args.iters, args.threads)
+        rows.append(("train it/s (reference, own process)", 1 / own[0], 1 / own[1]))
     print(f"{'measure':<26} {'best':>9} {'median':>9}")
     for name, best, median in rows:
         print(f"{name:<26} {best:9.3f} {median:9.3f}")
     ref_it = train_res["reference"][0]
     print("train speed-up vs reference (best): " + ", ".join(f"{k} {ref_it / v[0]:.2f}x" for k, v in train_res.items()
                                                              if k != "reference"))
+    if not args.no_ref_process:
+        print("train speed-up vs reference in its own process (best): " + ", ".join(
+            f"{k} {own[0] / v[0]:.2f}x" for k, v in train_res.items() if k != "reference"))
     print(f"eval s: ours {ours_eval:.3f}, reference {ref_eval:.3f}  -> {ref_eval / ours_eval:.1f}x "
           f"(AUC ours {ours['auc']:.6f}, reference {ref['auc']:.6f}, |diff| {abs(ours['auc'] - ref['auc']):.1e})")
     print(f"PL s:   ours {ours_pl:.3f}, reference {ref_pl:.3f}  -> {ref_pl / ours_pl:.2f}x "
@@ -383,6 +424,29 @@ def run_config(dataset, dim, args, tmp):
         aucs = {k: evaluate(score_videos(v[2], test_store, names, cpu), gt, test)["auc"] for k, v in train_res.items()}
         print(f"test AUC after {args.iters + 1} iterations: " + ", ".join(f"{k} {v:.4f}" for k, v in aucs.items()))
     print(f"peak RSS of this process so far: {rss:.2f} GiB")
+
+
+def agreement(args, tmp):
+    """Trains `default` and `reference` for args.agreement iterations from 3 seeds on SHT-sized data."""
+    for dim in args.dims:
+        train_store, train, test_store, test, gt = make_data("sht", dim, tmp)
+        normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
+        names, aucs = [v.name for v in test], {"default": [], "reference": []}
+        for seed in range(3):
+            model, opt = fresh_model(dim, seed, fast_dropout=True)
+            sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(seed))
+            steps = our_steps(model.train(), opt, sampler, "default")
+            ref_model, ref_opt = fresh_model(dim, seed)
+            np.random.seed(seed)
+            ref_steps = reference_steps(ref_model.train(), ref_opt, OfficialBags(train_store, normal, abnormal))
+            for _ in range(args.agreement):
+                next(steps)
+                next(ref_steps)
+            for key, m in (("default", model), ("reference", ref_model)):
+                aucs[key].append(evaluate(score_videos(m, test_store, names, torch.device("cpu")), gt, test)["auc"])
+        print(f"\n## agreement, SHT-sized, D={dim}: test AUC after {args.agreement} iterations, seeds 0 1 2")
+        for key, values in aucs.items():
+            print(f"{key:<10} " + " ".join(f"{v:.4f}" for v in values) + f"   mean {np.mean(values):.4f}")
 
 
 # ------------------------------------------------------------------------------------------- peak RSS
@@ -428,19 +492,29 @@ def main():
     parser.add_argument("--ref-workers", type=int, default=0,
                         help="reference DataLoader workers (official: 4, re-forked every epoch; 0 = kinder)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--agreement", type=int, default=0, metavar="N",
+                        help="only train default and reference for N iterations x 3 seeds (SHT) and print AUCs")
     parser.add_argument("--rss", action="store_true", help="only the UCF-C3D lazy peak-RSS run")
     parser.add_argument("--rss-scale", type=float, default=0.1, help="--rss: multiply every clip count")
     parser.add_argument("--dir", default=None, help="--rss: folder for the h5 (default: the system temp dir)")
+    parser.add_argument("--no-ref-process", action="store_true",
+                        help="skip timing the reference again in a fresh process (default allocator)")
     parser.add_argument("--rss-child", help=argparse.SUPPRESS)
+    parser.add_argument("--ref-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.rss_child:
         return rss_child(args.rss_child)
+    if args.ref_child:
+        return reference_child(args.ref_child)
     print("\n".join(describe_machine()))
     if args.rss:
         return rss_run(args)
+    print(f"utils.env.keep_large_blocks(): {keep_large_blocks()}")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.agreement:
+            return agreement(args, tmp)
         for dataset in args.datasets:
             for dim in args.dims:
                 run_config(dataset, dim, args, tmp)

@@ -93,10 +93,10 @@ class ClipDataset(torch.utils.data.Dataset):
         return torch.stack(clips), torch.from_numpy(labels)
 
     def _read_clip(self, name, c, begin):
-        """uint8 (segment_len, H, W, 3): frames 16c + begin ... 16c + begin + 15."""
-        count = 2 if begin > 0 else 1  # begin 0: the clip is segment c alone
-        frames = self.frames.read_segments(name, int(c), count)
-        if frames.shape[0] != count * self.segment_len:
-            raise RuntimeError(f"video '{name}': reading {count} segments from segment {c} gave {frames.shape[0]} "
-                               f"frames, expected {count * self.segment_len}; the frame file may be truncated")
-        return frames[begin:begin + self.segment_len]
+        """uint8 (segment_len, H, W, 3): frames 16c + begin ... 16c + begin + 15 (only those are decoded)."""
+        frames = self.frames.read_frames(name, int(c) * self.segment_len + int(begin), self.segment_len)
+        if frames.shape[0] != self.segment_len:
+            raise RuntimeError(f"video '{name}': reading {self.segment_len} frames from frame "
+                               f"{int(c) * self.segment_len + int(begin)} gave {frames.shape[0]}; the frame file may "
+                               "be truncated")
+        return frames

@@ -161,7 +161,10 @@ class FeatureStore:
             start = stop
 
     def _concat(self, names, vids):
-        """-> float32 (sum of lengths, D): every clip of the videos, concatenated."""
+        """-> float32 (sum of lengths, D): every clip of the videos, concatenated. When the videos lie one after
+        another in the memory array, as a split's videos do, this is a view of it (no copy): do not write to it."""
+        if self._data is not None and self._data.dtype == np.float32 and np.all(np.diff(vids) == 1):
+            return self._data[self._offsets[vids[0]]:self._offsets[vids[-1] + 1]]
         if self._data is not None:  # one copy; float16 is converted on the way
             parts = [self._data[self._offsets[v]:self._offsets[v + 1]] for v in vids]
             return np.concatenate(parts, dtype=np.float32)

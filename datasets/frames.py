@@ -111,6 +111,22 @@ class FrameSource:
         """-> uint8 (count * segment_len, H, W, 3) BGR frames of segments start..start+count-1."""
         raise NotImplementedError
 
+    def read_frames(self, name, first, count):
+        """-> uint8 (count, H, W, 3) BGR frames first..first+count-1, which must lie in whole segments; only
+        those frames are decoded (a stage-2 clip starting mid-segment needs 16 frames, not 2 segments)."""
+        start, stop = self._frame_span(name, first, count)
+        offset = first - start * self.segment_len
+        return self.read_segments(name, start, stop - start)[offset:offset + count]
+
+    def _frame_span(self, name, first, count):
+        """-> (first segment, end segment) holding frames first..first+count-1, range-checked."""
+        if count < 1 or first < 0:
+            raise IndexError(f"video {name!r} in {self.source}: frames {first}..{first + count - 1} (first={first}, "
+                             f"count={count}) are out of range")
+        start, stop = first // self.segment_len, -(-(first + count) // self.segment_len)
+        self._check(name, start, stop - start)
+        return start, stop
+
     def iter_segments(self, name, batch):
         """Yields (first segment index, uint8 (k * segment_len, H, W, 3) BGR), k <= batch, every segment in order."""
         if batch < 1:
@@ -180,15 +196,23 @@ class H5FrameSource(FrameSource):
 
     def read_segments(self, name, start, count):
         self._check(name, start, count)
-        f, segments = self._h5(), []
-        for idx in range(start, start + count):
+        return self._decode(name, start * self.segment_len, count * self.segment_len)
+
+    def read_frames(self, name, first, count):
+        self._frame_span(name, first, count)
+        return self._decode(name, first, count)
+
+    def _decode(self, name, first, count):
+        """Decodes frames first..first+count-1 (range-checked by the caller) from their keys' JPEGs."""
+        f, n, frames = self._h5(), self.segment_len, []
+        for idx in range(first // n, (first + count - 1) // n + 1):
             key = frame_key(name, idx)
             jpegs = f[key][()]
-            if jpegs.shape != (self.segment_len,):
-                raise ValueError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected "
-                                 f"({self.segment_len},) JPEG byte strings")
-            segments.append(decode_segment(jpegs, f"{self.source} key {key!r}"))
-        return np.concatenate(segments)
+            if jpegs.shape != (n,):
+                raise ValueError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected ({n},) JPEG byte strings")
+            lo, hi = max(first - idx * n, 0), min(first + count - idx * n, n)
+            frames.append(decode_segment(jpegs[lo:hi], f"{self.source} key {key!r} (frames {lo}..{hi - 1})"))
+        return np.concatenate(frames)
 
     def close(self):
         if self._file is not None and self._pid == os.getpid():
@@ -219,6 +243,10 @@ class VideoFrameSource(FrameSource):
         self._check(name, start, count)
         n = self.segment_len
         return read_video_frames(self.paths[name], start * n, count * n)
+
+    def read_frames(self, name, first, count):
+        self._frame_span(name, first, count)
+        return read_video_frames(self.paths[name], first, count)
 
     def iter_segments(self, name, batch):
         total = self.num_segments(name)  # decode once, in order: no per-batch seek

@@ -7,16 +7,18 @@ import torch
 
 from datasets.clip_labels import clip_labels
 from datasets.clips import ClipDataset
+from datasets.frames import FrameSource
 from datasets.splits import Video
 from datasets.transforms import TrainTransform
 
 
-class FakeFrames:
-    """FrameSource stand-in: frame f of video number v has B = f % 256, G = f // 256, R = v in every pixel."""
-    segment_len = 16
+class FakeFrames(FrameSource):
+    """A FrameSource whose frame f of video number v has B = f % 256, G = f // 256, R = v in every pixel
+    (read_frames: the base class's slice of read_segments)."""
 
     def __init__(self, n_frames, hw=(6, 8)):
-        self.n_frames, self.names, self.hw = dict(n_frames), list(n_frames), hw
+        super().__init__(list(n_frames), 16, "fake frames")
+        self.n_frames, self.hw = dict(n_frames), hw
 
     def num_segments(self, name):
         return self.n_frames[name] // 16

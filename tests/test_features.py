@@ -196,6 +196,19 @@ def test_iter_batches_covers_every_clip_once_in_order(tmp_path, storage):
         next(store.iter_batches(names, max_rows=0))
 
 
+def test_iter_batches_views_consecutive_videos_and_copies_the_rest(tmp_path):
+    feats = _random_features([5, 3, 7, 2])
+    write_h5_features(tmp_path / "f.h5", feats)
+    store = open_features(tmp_path / "f.h5", list(feats))
+    names = list(feats)
+    (_, rows, _), = store.iter_batches(names)  # the split's order: a view of the store's array
+    assert np.shares_memory(rows, store._data)
+    np.testing.assert_array_equal(rows, np.concatenate([feats[n] for n in names]))
+    (_, rows, _), = store.iter_batches([names[0], names[2]])  # a gap: a copy
+    assert not np.shares_memory(rows, store._data)
+    np.testing.assert_array_equal(rows, np.concatenate([feats[names[0]], feats[names[2]]]))
+
+
 def test_missing_names_are_all_reported_with_near_miss(tmp_path):
     with h5py.File(tmp_path / "feats.h5", "w") as f:  # keys carry a feature suffix the names lack
         for key in ("01_0014_i3d.npy", "01_0015_i3d.npy", "01_0016.npy"):

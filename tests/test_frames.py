@@ -118,6 +118,28 @@ def test_frame_sources_agree_on_h5_and_videos(built, videos):
     np.testing.assert_array_equal(np.concatenate([x for _, x in vid_iter]), vid.read_segments(REAL_NAME, 0, 6))
 
 
+@pytest.mark.parametrize("first,count", [(0, 16), (37, 16), (48, 16), (5, 3), (79, 17), (95, 1)])
+def test_read_frames_is_the_slice_of_the_segments_it_spans(built, videos, first, count):
+    out, _ = built
+    for src in (open_frames(out, names=[REAL_NAME]), open_frames([videos["real"]], kind="video")):
+        whole = src.read_segments(REAL_NAME, 0, 6)  # frames 0..95
+        np.testing.assert_array_equal(src.read_frames(REAL_NAME, first, count), whole[first:first + count])
+
+
+def test_read_frames_decodes_only_the_frames_asked_for(built, monkeypatch):
+    import datasets.frames as frames_module
+    decoded = []
+    real_decode = frames_module.decode_segment
+    monkeypatch.setattr(frames_module, "decode_segment", lambda jpegs, where: decoded.append(len(jpegs))
+                        or real_decode(jpegs, where))
+    src = open_frames(built[0], names=[REAL_NAME])
+    assert src.read_frames(REAL_NAME, 16 * 2 + 9, 16).shape[0] == 16
+    assert decoded == [7, 9]  # frames 41..47 of key 2 and 48..56 of key 3: 16 decodes, not 32
+    for first, count in ((-1, 16), (90, 16), (0, 0)):
+        with pytest.raises(IndexError, match="out of range"):
+            src.read_frames(REAL_NAME, first, count)
+
+
 def test_workers_2_writes_the_same_h5_as_workers_1(videos, tmp_path):
     good = [videos["real"], videos["synth"], videos["short"]]
     r1 = make_h5(good, tmp_path / "w1.h5", workers=1, progress=False)

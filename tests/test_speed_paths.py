@@ -163,23 +163,61 @@ def test_iter_rows_walks_the_batches_of_iter(tmp_path, storage):
         assert len(uniq) == sum(len(np.unique(b.view(np.void), axis=0)) for b in bags)
 
 
-def test_dedup_forward_backward_equals_repeated_rows():
-    rng = np.random.default_rng(0)
+def _dedup_vs_plain(fast, loss_fn, seed=0):
+    """-> (scores, grads) of MILGenerator(rows, inverse) and of MILGenerator(rows[inverse]), same masks."""
+    rng = np.random.default_rng(seed)
     uniq = torch.from_numpy(rng.normal(0, 0.1, (50, 64)).astype(np.float32))
     inverse = torch.from_numpy(np.sort(rng.integers(0, 50, (8, 28)), axis=1))
-    grads, outputs = [], []
-    for dedup in (False, True):
+    out = []
+    for dedup in (True, False):
         torch.manual_seed(0)
-        model = MILGenerator(64, dropout=0.6)
+        model = MILGenerator(64, dropout=0.6, fast_dropout=fast)
         torch.manual_seed(1)  # the same dropout masks for both paths
         scores = model(uniq, inverse) if dedup else model(uniq[inverse])
-        loss, _ = mil_ranking_loss(scores[:4], scores[4:], 7, 0.01, 0.0)
-        loss.backward()
-        outputs.append(scores.detach())
-        grads.append([p.grad.clone() for p in model.parameters()])
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-6, atol=1e-7)
-    for g_dedup, g_full in zip(grads[1], grads[0]):
-        torch.testing.assert_close(g_dedup, g_full, rtol=1e-5, atol=1e-7)
+        loss_fn(scores).backward()
+        out.append((scores.detach(), [p.grad.clone() for p in model.parameters()]))
+    return out
+
+
+def _mil_loss(scores):
+    return mil_ranking_loss(scores[:4], scores[4:], 7, 0.01, 0.0)[0]
+
+
+@pytest.mark.parametrize('fast', [False, True])
+@pytest.mark.parametrize('loss_fn', [_mil_loss, lambda s: (s * torch.arange(s.numel()).view(s.shape)).sum(),
+                                     lambda s: s[2, 5] - s[7, 0]], ids=['mil', 'dense', 'two_rows'])
+def test_dedup_forward_backward_equals_repeated_rows(fast, loss_fn):
+    (scores, grads), (ref_scores, ref_grads) = _dedup_vs_plain(fast, loss_fn)
+    assert torch.equal(scores, ref_scores)  # same masks, same operations: bit for bit
+    for g, g_ref in zip(grads, ref_grads):  # summation order differs: float rounding of the largest entry
+        torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6 * float(g_ref.abs().max()))
+        assert g.abs().sum() > 0
+
+
+def test_dedup_backward_skips_rows_without_gradient_and_zero_gradients():
+    # the MIL loss gives a gradient to the 7 top clips of each normal bag and every abnormal clip only
+    (scores, grads), _ = _dedup_vs_plain(False, lambda s: s.sum() * 0)
+    assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+    scores = torch.ones(8, 28, requires_grad=True)
+    _mil_loss(scores).backward()
+    assert int((scores.grad != 0).sum()) == 4 * 28 + 4 * 7  # what the backward keeps of the 224 rows
+
+
+def test_dedup_masks_are_the_torch_dropout_masks():
+    """One hand-checkable case: with p=0.6 the kept hidden units are scaled by 2.5, the others are 0."""
+    model = MILGenerator(3, dropout=0.6).train()
+    with torch.no_grad():
+        for layer in (model.regressor[0], model.regressor[3], model.regressor[5]):
+            layer.weight.fill_(1.0)
+            layer.bias.zero_()
+    x = torch.tensor([[0.1, 0.2, 0.3]])
+    torch.manual_seed(3)
+    m1 = torch.empty(2, 512).bernoulli_(0.4)
+    m2 = torch.empty(2, 32).bernoulli_(0.4)
+    torch.manual_seed(3)
+    scores = model(x, torch.tensor([0, 0]))
+    expected = torch.sigmoid((((m1 * 2.5 * 0.6).sum(1, keepdim=True)) * m2 * 2.5).sum(1))
+    torch.testing.assert_close(scores, expected, rtol=1e-6, atol=0)
 
 
 def test_score_videos_slices_long_videos(tmp_path):

@@ -1,6 +1,9 @@
-"""Seeds and devices."""
+"""Seeds, devices and the CPU allocator."""
+import ctypes
+import ctypes.util
 import os
 import random
+import sys
 
 import numpy as np
 import torch
@@ -27,3 +30,25 @@ def resolve_device(name):
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_large_blocks(mmap_threshold=512 * 2**20, trim_threshold=2**30):
+    """Let glibc serve tensors up to mmap_threshold bytes from its heap and keep up to trim_threshold bytes of
+    freed heap -> True if applied (Linux with glibc), False elsewhere (nothing changes).
+
+    By default glibc maps each block above ~32 MB fresh from the kernel and unmaps it when freed, so a CPU
+    training loop that allocates the same large tensors every iteration (stage 1: 17,920 x 512 activations,
+    masks and gradients) page-faults all of them in again each time: ~30% of a stage-1 iteration on the
+    benchmark machine (benchmarks/RESULTS.md). Process-wide; memory freed by the loop is reused, not returned.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))
+                    and libc.mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+    except (OSError, AttributeError):  # not glibc (e.g. musl has no mallopt)
+        return False
