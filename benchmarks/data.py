@@ -7,8 +7,11 @@
 Rows (frames decoded per second, single process unless stated):
   h5 random 2-seg        FrameSource(h5).read_segments(name, c, 2) at random c: the training read (§3.6: keys
                          c and c+1 -> 32 frames, then a 16-frame jitter window)
+  h5 clip                FrameSource(h5).read_frames(name, 16c + b, 16) at random c, b: the training read of
+                         ClipDataset, which decodes only the clip's 16 JPEGs (frames/s = clip frames/s)
   h5 sequential          FrameSource(h5).iter_segments(name, batch): the test read
   video random 2-seg     FrameSource(video).read_segments at random c: seek (decode from the keyframe) + 32 frames
+  video clip             FrameSource(video).read_frames at random c, b: seek + the clip's 16 frames
   video sequential       FrameSource(video).iter_segments: one decode pass, no seek
   make_h5 workers=N      decode + JPEG encode + write of --copies copies of the video (one video per worker;
                          workers > 1 includes starting the spawn pool, ~0.5-1 s)
@@ -69,6 +72,12 @@ def bench_random(source, name, starts, repeats, augment_fn=None):
     return _timed(lambda: sum(one(c) for c in starts), repeats)
 
 
+def bench_clips(source, name, starts, repeats):
+    """read_frames(name, 16c + b, 16) for (c, b) in starts -> (frames, seconds)."""
+    n = source.segment_len
+    return _timed(lambda: sum(len(source.read_frames(name, int(c) * n + int(b), n)) for c, b in starts), repeats)
+
+
 def bench_sequential(source, name, batch, repeats):
     """One iter_segments pass -> (frames, seconds)."""
     return _timed(lambda: sum(len(frames) for _, frames in source.iter_segments(name, batch)), repeats)
@@ -120,9 +129,12 @@ def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0
         h5, vid = open_frames(tmp / f"w{workers[0]}.h5"), open_frames(video, kind="video")
         h5_name, vid_name = f"{Path(video).stem}_0", vid.names[0]
         starts = np.random.default_rng(seed).integers(0, vid.num_segments(vid_name) - 1, reads)
+        clips = np.stack([starts, np.random.default_rng(seed + 1).integers(0, vid.segment_len, reads)], axis=1)
         rows.append(("h5 random 2-seg", *bench_random(h5, h5_name, starts, repeats)))
+        rows.append(("h5 clip (read_frames)", *bench_clips(h5, h5_name, clips, repeats)))
         rows.append((f"h5 sequential (batch {batch})", *bench_sequential(h5, h5_name, batch, repeats)))
         rows.append(("video random 2-seg", *bench_random(vid, vid_name, starts, repeats)))
+        rows.append(("video clip (read_frames)", *bench_clips(vid, vid_name, clips, repeats)))
         rows.append((f"video sequential (batch {batch})", *bench_sequential(vid, vid_name, batch, repeats)))
         augment_fn = augment_fn or default_augment(backbones[0], seed)
         rows.append(("h5 random 2-seg + augment_fn", *bench_random(h5, h5_name, starts, repeats, augment_fn)))

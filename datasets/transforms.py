@@ -57,10 +57,19 @@ def _spec(backbone, size):
 
 
 def resize_clip(frames, hw):
-    """uint8 (T, H, W, C) -> (T, h, w, C), cv2 bilinear frame by frame; hw = (h, w)."""
+    """uint8 (T, H, W, C) -> (T, h, w, C), cv2 bilinear frame by frame; hw = (h, w).
+
+    Each frame is resized straight into the output (no stacking copy); frames may be a crop view of a
+    larger clip (rows need not be adjacent, as cv2 reads row by row): no copy of the crop either.
+    """
     if frames.shape[1:3] == tuple(hw):
         return frames
-    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_LINEAR) for f in frames])
+    if frames.strides[1] <= 0 or frames.strides[2:] != (frames.shape[3] * frames.itemsize, frames.itemsize):
+        frames = np.ascontiguousarray(frames)  # e.g. a flipped view: cv2 needs rows of adjacent pixels
+    out = np.empty((len(frames), hw[0], hw[1], frames.shape[3]), frames.dtype)
+    for frame, dst in zip(frames, out):
+        cv2.resize(frame, (hw[1], hw[0]), dst=dst, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def crop_candidates(height, width, crop, scales=(1.0, 0.8), max_distort=1):
@@ -135,7 +144,7 @@ class TrainTransform:
         _check_frames(frames)
         x = resize_clip(frames, self.resize)
         x = x[:, params.top:params.top + params.height, params.left:params.left + params.width]
-        x = resize_clip(np.ascontiguousarray(x), (self.crop, self.crop))
+        x = resize_clip(x, (self.crop, self.crop))
         if params.flip:
             x = x[:, :, ::-1]
         if params.gray:

@@ -55,11 +55,6 @@ class MILGenerator(nn.Module):
                                last.weight, last.bias)
         return scores.view(inverse.shape)
 
-    @torch.no_grad()
-    def score(self, features, batch_rows=65536):
-        """Scores many clips at once in eval mode. features: (N, D) float tensor -> (N,) float32."""
-        return torch.cat([self(chunk) for chunk in features.split(batch_rows)])
-
 
 def dropout_mask(shape, p, like, fast=False):
     """-> the scaled keep mask ({0, 1/(1-p)}, like's dtype and device) that nn.Dropout(p) multiplies by.

@@ -231,10 +231,13 @@ def test_score_videos_slices_long_videos(tmp_path):
         assert sliced[name].shape == (store.num_clips(name),) and sliced[name].dtype == np.float32
 
 
-def test_fast_dropout_is_opt_in_keeps_keys_and_the_distribution():
+def test_fast_dropout_is_the_config_default_and_keeps_keys_and_the_distribution():
+    from configs.defaults import get_cfg_defaults
+    from models.build import build_generator
+    assert build_generator(get_cfg_defaults()).fast_dropout is True  # STAGE1.FAST_DROPOUT True
     plain, fast = MILGenerator(16), MILGenerator(16, fast_dropout=True)
     assert list(plain.state_dict()) == list(fast.state_dict())
-    assert type(plain.regressor[2]) is torch.nn.Dropout  # the default is torch's own dropout
+    assert type(plain.regressor[2]) is torch.nn.Dropout  # the module's own default is torch's dropout
     drop = fast.regressor[2].train()
     x = torch.ones(200, 500)
     torch.manual_seed(0)

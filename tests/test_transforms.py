@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datasets.transforms import (CropParams, TestTransform, TrainTransform, crop_candidates, five_crop_offsets,
-                                 fixed_offsets)
+                                 fixed_offsets, resize_clip)
 
 
 def _assert_equal(actual, expected):
@@ -146,3 +146,14 @@ def test_bad_inputs_raise_clear_errors():
         TestTransform("i3d", "shanghaitech")(np.zeros((16, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="does not fit"):
         TrainTransform("c3d", size=((40, 52), 60))
+
+
+def test_resize_clip_reads_crop_and_flipped_views_as_their_copies():
+    clip = np.random.default_rng(3).integers(0, 256, (4, 30, 40, 3), dtype=np.uint8)
+    for view in (clip[:, 5:25, 7:33], clip[:, :, ::-1], clip[:, ::-1], clip[..., ::-1]):
+        out = resize_clip(view, (11, 17))
+        assert out.shape == (4, 11, 17, 3) and out.flags.c_contiguous
+        np.testing.assert_array_equal(out, resize_clip(np.ascontiguousarray(view), (11, 17)))
+        np.testing.assert_array_equal(out[2], cv2.resize(np.ascontiguousarray(view[2]), (17, 11),
+                                                         interpolation=cv2.INTER_LINEAR))
+    assert resize_clip(clip, (30, 40)) is clip  # already that size
