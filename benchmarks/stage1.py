@@ -177,6 +177,10 @@ class PoolStore:
         rows = np.array([self.offsets[n] for n in names])[:, None] + np.stack(idx)
         return self.pool[rows % len(self.pool)]
 
+    def gather_rows(self, names, idx):
+        rows = np.repeat([self.offsets[n] for n in names], [len(i) for i in idx]) + np.concatenate(idx)
+        return self.pool[rows % len(self.pool)]
+
     def iter_batches(self, names, max_rows=65536):
         names, start, rows = list(names), 0, 0
         for i, name in enumerate(names + [None]):

@@ -56,8 +56,5 @@ class BagSampler:
                 yield self.store.gather(names, idx), None
                 continue
             uniq, inverse = zip(*(np.unique(i, return_inverse=True) for i in idx))
-            ends = np.cumsum([len(u) for u in uniq])
-            rows = np.empty((int(ends[-1]), self.store.dim), dtype=np.float32)
-            for name, u, end in zip(names, uniq, ends):
-                rows[end - len(u):end] = self.store.gather([name], [u])[0]
-            yield rows, np.stack(inverse) + (ends - [len(u) for u in uniq])[:, None]
+            starts = np.cumsum([0] + [len(u) for u in uniq[:-1]])
+            yield self.store.gather_rows(names, uniq), np.stack(inverse) + starts[:, None]

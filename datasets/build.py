@@ -81,6 +81,9 @@ class SplitStores:
     def gather(self, names, idx):
         return self._of(names[0]).gather(names, idx)  # batches are drawn from the train videos only
 
+    def gather_rows(self, names, idx):
+        return self._of(names[0]).gather_rows(names, idx)
+
     def iter_batches(self, names, max_rows=65536):
         for store in (self.train, self.test):
             mine = [n for n in names if self._of(n) is store]

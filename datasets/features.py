@@ -107,36 +107,48 @@ class FeatureStore:
 
     def gather(self, names, idx):
         """names: B videos; idx: B int arrays of one length k -> float32 (B, k, D), rows idx[i] of names[i]."""
-        vids, idx = self._check_index(names, idx)
-        if self._data is not None:
-            rows = self._offsets[vids][:, None] + idx  # global rows of the concatenated array: one fancy index
-            return self._data[rows].astype(np.float32, copy=False)
-        out = np.empty((*idx.shape, self.dim), dtype=np.float32)
-        if idx.shape[1]:
-            for i, name in enumerate(names):
-                out[i] = self._read_rows(name, idx[i])
-        return out
-
-    def _check_index(self, names, idx):
-        """-> (vids (B,), idx int64 (B, k)); ragged, non-integer or out-of-range indices raise."""
         if len(names) != len(idx):
             raise ValueError(f"gather got {len(names)} names but {len(idx)} index arrays")
-        vids = self._vids(names)
         idx = [np.asarray(i) for i in idx]
         if len({i.shape for i in idx}) > 1 or any(i.ndim != 1 for i in idx):
             shapes = sorted({i.shape for i in idx})
             raise ValueError(f"gather needs 1-D index arrays of one length k; got shapes {shapes}")
-        idx = np.stack(idx) if idx else np.empty((0, 0), dtype=np.int64)
-        if idx.size and not np.issubdtype(idx.dtype, np.integer):
-            raise TypeError(f"gather indices must be integers, got dtype {idx.dtype}")
-        idx = idx.astype(np.int64, copy=False)
-        limit = self._lengths[vids][:, None]
-        bad = np.argwhere((idx < 0) | (idx >= limit))
+        return self.gather_rows(names, idx).reshape(len(names), len(idx[0]) if idx else 0, self.dim)
+
+    def gather_rows(self, names, idx):
+        """names: B videos; idx: B 1-D int arrays of any lengths -> float32 (sum of lengths, D): rows idx[0]
+        of names[0], then rows idx[1] of names[1], ... (memory storage: one fancy index, one copy)."""
+        vids, flat, lengths = self._check_index(names, idx)
+        if self._data is not None:
+            return self._data[np.repeat(self._offsets[vids], lengths) + flat].astype(np.float32, copy=False)
+        out = np.empty((len(flat), self.dim), dtype=np.float32)
+        ends = np.cumsum(lengths)
+        for name, a, b in zip(names, ends - lengths, ends):
+            if b > a:
+                out[a:b] = self._read_rows(name, flat[a:b])
+        return out
+
+    def _check_index(self, names, idx):
+        """-> (vids (B,), concatenated idx int64, lengths (B,)); non-integer or out-of-range indices raise."""
+        if len(names) != len(idx):
+            raise ValueError(f"gather got {len(names)} names but {len(idx)} index arrays")
+        vids = self._vids(names)
+        idx = [np.asarray(i) for i in idx]
+        if any(i.ndim != 1 for i in idx):
+            raise ValueError(f"gather needs 1-D index arrays; got shapes {sorted({i.shape for i in idx})}")
+        flat = np.concatenate(idx) if idx else np.empty(0, np.int64)
+        if flat.size and not np.issubdtype(flat.dtype, np.integer):
+            raise TypeError(f"gather indices must be integers, got dtype {flat.dtype}")
+        flat = flat.astype(np.int64, copy=False)
+        lengths = np.array([len(i) for i in idx], dtype=np.int64)
+        owner = np.repeat(np.arange(len(idx)), lengths)
+        limit = self._lengths[vids][owner]
+        bad = np.flatnonzero((flat < 0) | (flat >= limit))
         if bad.size:  # a row past a video's end would silently read the next video in the concatenated array
-            i, j = bad[0]
-            raise IndexError(f"clip index {idx[i, j]} is out of range for video '{names[i]}' with {limit[i, 0]} "
-                             f"clips (gather row {i}); indices must lie in [0, n_clips)")
-        return vids, idx
+            i = owner[bad[0]]
+            raise IndexError(f"clip index {flat[bad[0]]} is out of range for video '{names[i]}' with "
+                             f"{self._lengths[vids[i]]} clips (gather row {i}); indices must lie in [0, n_clips)")
+        return vids, flat, lengths
 
     def _read_rows(self, name, ix):
         """Lazy gather of one video: ix (k,) -> float32 (k, D)."""

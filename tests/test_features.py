@@ -169,6 +169,11 @@ def test_gather_equals_manual_indexing(tmp_path, storage, l2_norm, layout):
         np.testing.assert_allclose(out[i], _stored(rows, storage), rtol=1e-6, atol=0)
         np.testing.assert_array_equal(out[i], store.get(name)[ix])
     assert store.gather([a], [np.array([], np.int64)]).shape == (1, 0, 4)
+    ragged = [np.array([499, 3]), np.array([], np.int64), np.array([0]), np.array([29, 0, 29])]
+    rows = store.gather_rows([b, a, c, d], ragged)  # any lengths, concatenated (BagSampler's distinct clips)
+    np.testing.assert_array_equal(rows, np.concatenate([store.get(n)[ix] for n, ix in zip([b, a, c, d], ragged)]))
+    with pytest.raises(IndexError, match=r"clip index 1 is out of range for video '.*' with 1 clips \(gather row 2\)"):
+        store.gather_rows([b, a, c], [np.array([0]), np.array([], np.int64), np.array([0, 1])])
 
 
 def test_float16_within_fp16_rounding(tmp_path):
