@@ -22,7 +22,9 @@ Rows (frames decoded per second, single process unless stated):
                          the stage-2 training input pipeline itself: ClipDataset (datasets/clips.py; clip_num 3,
                          random_perturb positions, 16-frame jitter windows, hard labels) + TrainTransform of <net>
                          through a DataLoader of --loader-batch videos with N worker processes (0 = in the main
-                         process), on the h5 and on the raw video; frames/s counts the 16 output frames of every
+                         process), on the h5 and on the raw video, uint8 clips out as tools/train_stage2.py asks
+                         by default (STAGE2.UINT8_INPUT; "float32 out": normalised in the loader as before); frames/s
+                         counts the 16 output frames of every
                          augmented clip, timed after the first batch (worker start-up excluded). Divide by 16 for
                          clips/s and compare with benchmarks/encoder.py's training clips/s: the ratio is how many
                          times the pipeline outruns (> 1) or starves (< 1) the GPU.
@@ -143,9 +145,13 @@ def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0
             for src_name, source in (("h5", open_frames(tmp / f"w{workers[0]}.h5")),
                                      ("video", open_frames(folder_of_copies(tmp, copies), kind="video"))):
                 for n in loader_workers:
-                    frames, seconds = bench_loader(source, TrainTransform(backbone), n, loader_batch, loader_batches,
-                                                   seed)
+                    frames, seconds = bench_loader(source, TrainTransform(backbone, normalise=False), n, loader_batch,
+                                                   loader_batches, seed)
                     rows.append((f"loader {src_name} {backbone} workers={n}", frames, seconds))
+                if src_name == "h5":  # STAGE2.UINT8_INPUT False: the loader normalises to float32 itself
+                    frames, seconds = bench_loader(source, TrainTransform(backbone), loader_workers[0], loader_batch,
+                                                   loader_batches, seed)
+                    rows.append((f"loader h5 {backbone} workers={loader_workers[0]} float32 out", frames, seconds))
     return rows
 
 

@@ -139,10 +139,11 @@ def _size(values):
 
 
 def stage2_transforms(cfg):
-    """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys."""
+    """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys (the train
+    transform returns uint8 clips with STAGE2.UINT8_INPUT: tools/train_stage2.py normalises them on its device)."""
     from datasets.transforms import TestTransform, TrainTransform
 
-    train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE))
+    train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE), normalise=not cfg.STAGE2.UINT8_INPUT)
     test = TestTransform(cfg.MODEL.BACKBONE, cfg.DATA.DATASET, ten_crop=cfg.TEST.TEN_CROP,
                          size=_size(cfg.DATA.TEST_SIZE))
     return train, test

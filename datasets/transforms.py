@@ -105,13 +105,32 @@ def _grayscale(frames):
     return np.repeat(gray.reshape(t, h, w, 1), 3, axis=-1)
 
 
-def _to_tensor(frames, spec):
-    """uint8 BGR (..., T, H, W, 3) -> normalised float32 tensor (..., 3, T, H, W); no /255 (ClipToTensor)."""
+def _to_tensor(frames, spec, normalise=True):
+    """uint8 BGR (..., T, H, W, 3) -> normalised float32 tensor (..., 3, T, H, W); no /255 (ClipToTensor).
+    normalise=False: the uint8 tensor in the output colour order and layout; normalise(x, backbone) on any
+    device then gives the same float32 values bit for bit (a quarter of the bytes to copy to a GPU)."""
     x = frames[..., ::-1] if spec.rgb else frames
-    x = np.ascontiguousarray(np.moveaxis(x, -1, -4)).astype(np.float32)  # transpose as uint8: ~6x faster
-    x -= np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1, 1)
-    x /= np.float32(spec.std)
-    return torch.from_numpy(x)
+    x = np.ascontiguousarray(np.moveaxis(x, -1, -4))  # transpose as uint8: ~6x faster than as float32
+    return torch.from_numpy(_normalise(x.astype(np.float32), spec, np)) if normalise else torch.from_numpy(x)
+
+
+def _normalise(x, spec, xp):
+    """float32 (..., 3, T, H, W) in place: (x - mean[channel]) / std, numpy (xp=np) or torch (xp=torch)."""
+    if xp is np:
+        x -= np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1, 1)
+        x /= np.float32(spec.std)
+        return x
+    x -= torch.tensor(spec.mean, dtype=torch.float32, device=x.device).reshape(3, 1, 1, 1)
+    x /= torch.tensor(spec.std, dtype=torch.float32, device=x.device)  # a tensor: CUDA turns a scalar into * 1/std
+    return x
+
+
+def normalise(clips, backbone):
+    """uint8 clips (..., 3, T, H, W) from a transform with normalise=False -> float32 on clips' device,
+    equal bit for bit to what the transform returns with normalise=True (same float32 operations)."""
+    if clips.dtype != torch.uint8:
+        raise TypeError(f"normalise expects the uint8 clips of a transform with normalise=False, got {clips.dtype}")
+    return _normalise(clips.float(), SPECS[backbone], torch)
 
 
 def _check_frames(frames):
@@ -122,13 +141,15 @@ def _check_frames(frames):
 
 
 class TrainTransform:
-    """frames uint8 (T, H, W, 3) BGR, rng -> float32 (3, T, crop, crop): resize, MultiScaleCrop, flip, (gray)."""
+    """frames uint8 (T, H, W, 3) BGR, rng -> float32 (3, T, crop, crop): resize, MultiScaleCrop, flip, (gray).
+    normalise=False returns uint8 (3, T, crop, crop); normalise(clips, backbone) finishes it on the device."""
 
-    def __init__(self, backbone, size=None, scales=(1.0, 0.8), max_distort=1, more_fix_crop=False):
+    def __init__(self, backbone, size=None, scales=(1.0, 0.8), max_distort=1, more_fix_crop=False, normalise=True):
         self.resize, self.crop = _spec(backbone, size)
         self.spec = SPECS[backbone]
         self.candidates = crop_candidates(*self.resize, self.crop, scales, max_distort)
         self.more_fix_crop = more_fix_crop
+        self.normalise = normalise  # False: uint8 out, datasets.transforms.normalise on the training device
 
     def sample(self, rng):
         """One clip's parameters; draw order: crop size, crop position, flip, grayscale (C3D only)."""
@@ -149,7 +170,7 @@ class TrainTransform:
             x = x[:, :, ::-1]
         if params.gray:
             x = _grayscale(x)
-        return _to_tensor(x, self.spec)
+        return _to_tensor(x, self.spec, self.normalise)
 
     def __call__(self, frames, rng):
         return self.apply(frames, self.sample(rng))

@@ -54,6 +54,16 @@ def test_frozen_backbone_and_bn_statistics_do_not_move(videos, tmp_path):
     assert not torch.equal(initial["head.weight"], trained["head.weight"])
 
 
+def test_uint8_input_normalised_on_the_device_trains_the_same_weights(videos, tmp_path):
+    runs = {}
+    for uint8 in (True, False):
+        out = tmp_path / f"uint8_{uint8}"
+        train_stage2.main(tiny_stage2_opts(videos, out, epochs=1, **{"STAGE2.FREEZE_EPOCHS": 0,
+                                                                      "STAGE2.UINT8_INPUT": uint8}))
+        runs[uint8] = _state(out)["model"]
+    assert all(torch.equal(runs[True][k], runs[False][k]) for k in runs[True])
+
+
 def test_accumulation_carries_across_epochs_and_resume_is_exact(videos, tmp_path):
     """2 iterations/epoch with ACCUMULATE 3: an optimizer step straddles epochs 1-2; resume at epoch 1."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

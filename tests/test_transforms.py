@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datasets.transforms import (CropParams, TestTransform, TrainTransform, crop_candidates, five_crop_offsets,
-                                 fixed_offsets, resize_clip)
+                                 fixed_offsets, normalise, resize_clip)
 
 
 def _assert_equal(actual, expected):
@@ -157,3 +157,17 @@ def test_resize_clip_reads_crop_and_flipped_views_as_their_copies():
         np.testing.assert_array_equal(out[2], cv2.resize(np.ascontiguousarray(view[2]), (17, 11),
                                                          interpolation=cv2.INTER_LINEAR))
     assert resize_clip(clip, (30, 40)) is clip  # already that size
+
+
+@pytest.mark.parametrize("backbone", ["i3d", "c3d"])
+def test_uint8_clips_normalised_later_equal_the_float_transform_bit_for_bit(backbone):
+    frames = np.random.default_rng(4).integers(0, 256, (16, 40, 52, 3), dtype=np.uint8)
+    size = ((32, 44), 24)
+    floats = TrainTransform(backbone, size=size)
+    raw = TrainTransform(backbone, size=size, normalise=False)
+    for seed in range(6):  # crops, flips and (C3D) grayscale draws
+        u8 = raw(frames, np.random.default_rng(seed))
+        assert u8.dtype == torch.uint8 and u8.shape == (3, 16, 24, 24)
+        assert torch.equal(normalise(u8[None], backbone)[0], floats(frames, np.random.default_rng(seed)))
+    with pytest.raises(TypeError, match="uint8 clips"):
+        normalise(u8.float(), backbone)

@@ -24,6 +24,7 @@ from tqdm import tqdm  # noqa: E402
 from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
                             test_ground_truth, train_masks)
 from datasets.samplers import PairedBatchSampler  # noqa: E402
+from datasets.transforms import normalise  # noqa: E402
 from models.build import build_model  # noqa: E402
 from models.losses import weighted_soft_ce  # noqa: E402
 from models.weights import load_weights  # noqa: E402
@@ -65,6 +66,8 @@ class Trainer:
         """One iteration: forward/backward; an optimizer step every STAGE2.ACCUMULATE iterations -> losses."""
         s2, net = self.cfg.STAGE2, self.ddp or self.model
         clips = clips.flatten(0, 1).to(self.device, non_blocking=True)  # (2b * clip_num, 3, 16, h, w)
+        if clips.dtype == torch.uint8:  # STAGE2.UINT8_INPUT: normalised here, on the device
+            clips = normalise(clips, self.cfg.MODEL.BACKBONE)
         if s2.CHANNELS_LAST:
             clips = clips.contiguous(memory_format=torch.channels_last_3d)
         target = labels.flatten(0, 1)[:, 1].to(self.device)
