@@ -209,7 +209,8 @@ class H5FrameSource(FrameSource):
             key = frame_key(name, idx)
             jpegs = f[key][()]
             if jpegs.shape != (n,):
-                raise ValueError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected ({n},) JPEG byte strings")
+                raise ValueError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected ({n},) JPEG "
+                                 "byte strings")
             lo, hi = max(first - idx * n, 0), min(first + count - idx * n, n)
             frames.append(decode_segment(jpegs[lo:hi], f"{self.source} key {key!r} (frames {lo}..{hi - 1})"))
         return np.concatenate(frames)
