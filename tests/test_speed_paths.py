@@ -163,11 +163,15 @@ def test_iter_rows_walks_the_batches_of_iter(tmp_path, storage):
         assert len(uniq) == sum(len(np.unique(b.view(np.void), axis=0)) for b in bags)
 
 
-def _dedup_vs_plain(fast, loss_fn, seed=0):
-    """-> (scores, grads) of MILGenerator(rows, inverse) and of MILGenerator(rows[inverse]), same masks."""
+def _dedup_vs_plain(fast, loss_fn, seed=0, per_bag=False):
+    """-> (scores, grads) of MILGenerator(rows, inverse) and of MILGenerator(rows[inverse]), same masks.
+    per_bag: bag i repeats its own 6 distinct rows (a short video, as BagSampler.iter_rows gives them)."""
     rng = np.random.default_rng(seed)
     uniq = torch.from_numpy(rng.normal(0, 0.1, (50, 64)).astype(np.float32))
-    inverse = torch.from_numpy(np.sort(rng.integers(0, 50, (8, 28)), axis=1))
+    inverse = np.sort(rng.integers(0, 50, (8, 28)), axis=1)
+    if per_bag:
+        inverse = np.arange(8)[:, None] * 6 + np.sort(rng.integers(0, 6, (8, 28)), axis=1)
+    inverse = torch.from_numpy(inverse)
     out = []
     for dedup in (True, False):
         torch.manual_seed(0)
@@ -184,23 +188,29 @@ def _mil_loss(scores):
 
 
 @pytest.mark.parametrize('fast', [False, True])
-@pytest.mark.parametrize('loss_fn', [_mil_loss, lambda s: (s * torch.arange(s.numel()).view(s.shape)).sum(),
-                                     lambda s: s[2, 5] - s[7, 0]], ids=['mil', 'dense', 'two_rows'])
-def test_dedup_forward_backward_equals_repeated_rows(fast, loss_fn):
-    (scores, grads), (ref_scores, ref_grads) = _dedup_vs_plain(fast, loss_fn)
+@pytest.mark.parametrize('loss_fn,per_bag', [(_mil_loss, False), (_mil_loss, True),
+                                             (lambda s: (s * torch.arange(s.numel()).view(s.shape)).sum(), False),
+                                             (lambda s: s[2, 5] - s[7, 0], False)],
+                         ids=['mil', 'mil_per_video_rows', 'dense', 'two_rows'])
+def test_dedup_forward_backward_equals_repeated_rows(fast, loss_fn, per_bag):
+    (scores, grads), (ref_scores, ref_grads) = _dedup_vs_plain(fast, loss_fn, per_bag=per_bag)
     assert torch.equal(scores, ref_scores)  # same masks, same operations: bit for bit
     for g, g_ref in zip(grads, ref_grads):  # summation order differs: float rounding of the largest entry
         torch.testing.assert_close(g, g_ref, rtol=1e-5, atol=1e-6 * float(g_ref.abs().max()))
         assert g.abs().sum() > 0
 
 
-def test_dedup_backward_skips_rows_without_gradient_and_zero_gradients():
-    # the MIL loss gives a gradient to the 7 top clips of each normal bag and every abnormal clip only
-    (scores, grads), _ = _dedup_vs_plain(False, lambda s: s.sum() * 0)
+def test_dedup_backward_of_a_zero_loss_is_zero():
+    (scores, grads), _ = _dedup_vs_plain(False, lambda s: s.sum() * 0)  # no row has a gradient
     assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
+def test_mil_loss_reaches_the_top_k_normal_clips_and_every_abnormal_clip():
+    """What makes the skipping pay: 4 x 7 of the 4 x 28 normal rows carry a gradient. ('mil_per_video_rows'
+    and 'two_rows' above run the backward's skipping branch; 'mil' and 'dense' reach all 50 distinct rows.)"""
     scores = torch.ones(8, 28, requires_grad=True)
     _mil_loss(scores).backward()
-    assert int((scores.grad != 0).sum()) == 4 * 28 + 4 * 7  # what the backward keeps of the 224 rows
+    assert int((scores.grad[:4] != 0).sum()) == 4 * 7 and bool((scores.grad[4:] != 0).all())
 
 
 def test_dedup_masks_are_the_torch_dropout_masks():
