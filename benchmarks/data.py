@@ -15,9 +15,8 @@ Rows (frames decoded per second, single process unless stated):
   video sequential       FrameSource(video).iter_segments: one decode pass, no seek
   make_h5 workers=N      decode + JPEG encode + write of --copies copies of the video (one video per worker;
                          workers > 1 includes starting the spawn pool, ~0.5-1 s)
-  h5 random 2-seg + augment
-                         the same reads, then augment_fn on the 16-frame window (default: TrainTransform of the
-                         first --backbones entry; run(..., augment_fn=f) takes any callable on uint8 frames)
+  h5 clip + augment      the h5 clip reads, then augment_fn on each clip (default: TrainTransform of the first
+                         --backbones entry, uint8 out; run(..., augment_fn=f) takes any callable on uint8 frames)
   loader <src> <net> workers=N
                          the stage-2 training input pipeline itself: ClipDataset (datasets/clips.py; clip_num 3,
                          random_perturb positions, 16-frame jitter windows, hard labels) + TrainTransform of <net>
@@ -63,21 +62,22 @@ def _timed(fn, repeats=1):
     return frames, best
 
 
-def bench_random(source, name, starts, repeats, augment_fn=None):
-    """read_segments(name, c, 2) (+ augment_fn on the uint8 (32, H, W, 3) BGR clip) for c in starts
+def bench_random(source, name, starts, repeats):
+    """read_segments(name, c, 2) for c in starts -> (frames, seconds)."""
+    return _timed(lambda: sum(len(source.read_segments(name, int(c), 2)) for c in starts), repeats)
+
+
+def bench_clips(source, name, starts, repeats, augment_fn=None):
+    """read_frames(name, 16c + b, 16) (+ augment_fn on the uint8 (16, H, W, 3) BGR clip) for (c, b) in starts
     -> (frames, seconds)."""
-    def one(c):
-        frames = source.read_segments(name, int(c), 2)
+    n = source.segment_len
+
+    def one(c, b):
+        frames = source.read_frames(name, int(c) * n + int(b), n)
         if augment_fn is not None:
             augment_fn(frames)
         return len(frames)
-    return _timed(lambda: sum(one(c) for c in starts), repeats)
-
-
-def bench_clips(source, name, starts, repeats):
-    """read_frames(name, 16c + b, 16) for (c, b) in starts -> (frames, seconds)."""
-    n = source.segment_len
-    return _timed(lambda: sum(len(source.read_frames(name, int(c) * n + int(b), n)) for c, b in starts), repeats)
+    return _timed(lambda: sum(one(c, b) for c, b in starts), repeats)
 
 
 def bench_sequential(source, name, batch, repeats):
@@ -114,9 +114,10 @@ def bench_loader(source, transform, workers, batch, batches, seed=0):
 
 
 def default_augment(backbone, seed=0):
-    """TrainTransform on the 16-frame window of a 2-segment read (the per-clip work of ClipDataset)."""
-    transform, rng = TrainTransform(backbone), np.random.default_rng(seed)
-    return lambda frames: transform(frames[:16], rng)
+    """TrainTransform on a 16-frame clip, uint8 out as tools/train_stage2.py asks (the per-clip work of
+    ClipDataset)."""
+    transform, rng = TrainTransform(backbone, normalise=False), np.random.default_rng(seed)
+    return lambda frames: transform(frames, rng)
 
 
 def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0, backbones=("i3d",),
@@ -139,7 +140,7 @@ def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0
         rows.append(("video clip (read_frames)", *bench_clips(vid, vid_name, clips, repeats)))
         rows.append((f"video sequential (batch {batch})", *bench_sequential(vid, vid_name, batch, repeats)))
         augment_fn = augment_fn or default_augment(backbones[0], seed)
-        rows.append(("h5 random 2-seg + augment_fn", *bench_random(h5, h5_name, starts, repeats, augment_fn)))
+        rows.append(("h5 clip + augment_fn", *bench_clips(h5, h5_name, clips, repeats, augment_fn)))
         h5.close()
         for backbone in backbones:
             for src_name, source in (("h5", open_frames(tmp / f"w{workers[0]}.h5")),
