@@ -32,6 +32,8 @@ def test_run_writes_products_and_learns(videos, tmp_path):
     assert [r["epoch"] for r in records] == [1, 2, 3] and "TEST set" in records[0]["selection"]
     # warm-up over 1 epoch: factor 0.5 during epoch 0, then 1 (official (e + 0.5) / W rule)
     assert [r["lr"] for r in records] == pytest.approx([5e-4, 1e-3, 1e-3])
+    # every epoch: 2 iterations x 2 x BATCH_SIZE videos x 3 clips in train/clips_per_s; no CUDA, no peak memory
+    assert all(r["train/clips_per_s"] > 0 and "train/peak_memory_gib" not in r for r in records)
     assert results["test"]["n_clips"] == sum(
         len(v) for v in __import__("numpy").load(out / "test_scores.npz").values())
     state = _state(out)

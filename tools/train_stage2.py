@@ -11,6 +11,7 @@ last: the run is finished).
 import contextlib
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -118,17 +119,27 @@ def dist_rank():
 
 
 def train_one_epoch(trainer, loader, epoch, show):
+    """-> {"lr", mean losses, "clips_per_s" (all ranks, data loading included), "peak_memory_gib" (CUDA)}."""
     loader.batch_sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
     trainer.set_phase(epoch)
-    totals, lr = {}, trainer.optimizer.param_groups[0]["lr"]
+    totals, lr, clips_seen = {}, trainer.optimizer.param_groups[0]["lr"], 0
+    if trainer.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(trainer.device)
+    start = time.perf_counter()
     for clips, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show, dynamic_ncols=True):
-        for key, value in trainer.step(clips, labels).items():
+        for key, value in trainer.step(clips, labels).items():  # .item() waits for the device
             totals[key] = totals.get(key, 0.0) + value / len(loader)
+        clips_seen += clips.shape[0] * clips.shape[1]
+    seconds = time.perf_counter() - start
     with warnings.catch_warnings():  # an epoch may end inside an accumulation window, before any step
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
         trainer.scheduler.step()
-    return {"lr": lr, **{k: dist.all_reduce_mean(v, trainer.device) for k, v in totals.items()}}
+    out = {"lr": lr, **{k: dist.all_reduce_mean(v, trainer.device) for k, v in totals.items()},
+           "clips_per_s": dist.all_reduce_mean(clips_seen / seconds, trainer.device) * trainer.world_size}
+    if trainer.device.type == "cuda":
+        out["peak_memory_gib"] = torch.cuda.max_memory_allocated(trainer.device) / 2**30
+    return out
 
 
 def evaluate_model(cfg, model, frames, videos, labels, transform, device, rank, world):
@@ -195,8 +206,9 @@ def main(argv=None):
     ckpt_dir = Path(cfg.OUTPUT_DIR) / "checkpoints"
     for epoch in range(start, cfg.STAGE2.EPOCHS):
         losses = train_one_epoch(trainer, loader, epoch, show=rank == 0)
+        logger.info("epoch %d: loss %.4f, %.1f clips/s%s", epoch + 1, losses["loss"], losses["clips_per_s"],
+                    f", peak GPU memory {losses['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in losses else "")
         if (epoch + 1) % cfg.STAGE2.EVAL_PERIOD and epoch + 1 != cfg.STAGE2.EPOCHS:
-            logger.info("epoch %d: loss %.4f", epoch + 1, losses["loss"])
             continue
         metrics, _ = evaluate_model(cfg, model, frames, test_videos, labels, test_transform, device, rank, world)
         val = validate_model(cfg, model, frames, val_videos, val_masks, test_transform, device, rank, world)
