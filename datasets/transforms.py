@@ -10,6 +10,7 @@ Official values (MIST_REFERENCE.md §3.6 train, §4.1 test, §4.5 10-crop); all 
 A training clip gets ONE draw of the random parameters, shared by its frames, from the numpy Generator
 passed in (no global or torch RNG). `size=((H, W), crop)` replaces the resize and crop sizes (demo frames).
 """
+import copy
 from dataclasses import dataclass
 
 import cv2
@@ -186,13 +187,20 @@ class TestTransform:
     """
     __test__ = False  # not a pytest test class
 
-    def __init__(self, backbone, dataset, ten_crop=False, size=None):
+    def __init__(self, backbone, dataset, ten_crop=False, size=None, normalise=True):
         self.resize, self.crop = _spec(backbone, size)
-        self.spec = SPECS[backbone]
+        self.backbone, self.spec = backbone, SPECS[backbone]
         if backbone == "i3d" and size is None:
             self.resize = I3D_TEST_RESIZE.get(dataset, self.resize)
         self.centre_crop = backbone == "c3d"
         self.ten_crop = ten_crop
+        self.normalise = normalise  # False: uint8 out, datasets.transforms.normalise on the model's device
+
+    def uint8(self):
+        """-> a copy with uint8 output (utils.video_scoring ships such clips to a GPU and normalises there)."""
+        raw = copy.copy(self)
+        raw.normalise = False
+        return raw
 
     def __call__(self, frames, rng=None):
         """rng is ignored (accepted so a train and a test transform are interchangeable)."""
@@ -205,4 +213,4 @@ class TestTransform:
         elif self.centre_crop:
             t, l = five_crop_offsets(*self.resize, c)[4]
             x = x[:, t:t + c, l:l + c]
-        return _to_tensor(x, self.spec)
+        return _to_tensor(x, self.spec, self.normalise)

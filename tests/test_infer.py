@@ -188,3 +188,16 @@ def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
     assert 1 <= len(result["windows"]["frame"]) < n_frames // 16  # stopped before the end of the video
     rows = (tmp_path / "run" / "timeline.csv").read_text().split()[1:]
     assert len(rows) == len(result["windows"]["frame"]) == result["stats"]["windows"]
+
+
+@pytest.mark.parametrize("backbone,ten_crop", [("c3d", False), ("c3d", True), ("i3d", False)])
+def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores(backbone, ten_crop):
+    torch.manual_seed(0)
+    net = MIST(backbone, expand_k=2, width=0.0625).eval()
+    frames = open_frames([REAL], kind="video")
+    transform = TestTransform(backbone, "ucf_crime", ten_crop=ten_crop, size=((32, 40), 32))
+    scores = [score_videos_on_frames(net, frames, frames.names, transform, torch.device("cpu"), uint8=uint8)
+              for uint8 in (False, True)]
+    name = "Normal_Videos020_x264_head100"
+    assert len(scores[0][name]) == 6 and np.array_equal(scores[0][name], scores[1][name])
+    assert transform.normalise and not transform.uint8().normalise  # a copy: the caller's transform is unchanged

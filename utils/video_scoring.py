@@ -6,12 +6,13 @@ per-video clip scores then go through the same evaluation code as stage 1 (utils
 import numpy as np
 import torch
 
+from datasets.transforms import normalise
 from models.mist import anomaly_score
 from utils.distributed import gather_dicts
 
 
 class SegmentStream(torch.utils.data.IterableDataset):
-    """Yields (video index, segment index, clip float32 (3, 16, h, w) or (10, 3, 16, h, w)).
+    """Yields (video index, segment index, clip (3, 16, h, w) or (10, 3, 16, h, w), float32 or uint8).
 
     Each DataLoader worker takes every num_workers-th video of `names`.
     """
@@ -37,22 +38,30 @@ def autocast(device, amp):
 
 @torch.inference_mode()
 def score_videos_on_frames(model, frames, names, transform, device, batch_size=16, num_workers=0, amp="off",
-                           rank=0, world_size=1):
+                           rank=0, world_size=1, uint8=None):
     """-> {name: float32 (n_segments,)} anomaly scores of every whole segment of every video in `names`.
 
     model: an (unwrapped) MIST model, put in eval mode here, so BatchNorm uses its running statistics (the
     official SHT-I3D code updated them on test data, MIST_REFERENCE.md §6.20). Ten-crop clips are scored
     view by view and averaged. Ranks score disjoint shares of the videos; every rank returns all scores.
+    uint8 (default: on a GPU, for a TestTransform): the loader ships uint8 clips, normalised on the device
+    (the same values bit for bit, a quarter of the bytes to copy).
     """
     model.eval()
     mine = names[rank::world_size]
     scores = {name: np.full(frames.num_segments(name), np.nan, dtype=np.float32) for name in mine}
-    loader = torch.utils.data.DataLoader(SegmentStream(frames, mine, transform), batch_size=batch_size,
-                                         num_workers=num_workers, pin_memory=device.type == "cuda")
+    if uint8 is None:
+        uint8 = device.type == "cuda" and hasattr(transform, "uint8")
+    stream = SegmentStream(frames, mine, transform.uint8() if uint8 else transform)
+    loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda")
     for video_idx, seg_idx, clips in loader:
         views = clips.shape[1] if clips.dim() == 6 else 1
+        clips = clips.flatten(0, 1).to(device, non_blocking=True) if views > 1 else clips.to(device, non_blocking=True)
+        if clips.dtype == torch.uint8:
+            clips = normalise(clips, transform.backbone)
         with autocast(device, amp):
-            out = model(clips.flatten(0, 1).to(device, non_blocking=True) if views > 1 else clips.to(device))
+            out = model(clips)
         clip_scores = anomaly_score(out["logits"].float()).view(-1, views).mean(dim=1).cpu().numpy()
         for v, s, value in zip(video_idx.tolist(), seg_idx.tolist(), clip_scores):
             scores[mine[v]][s] = value
