@@ -229,19 +229,20 @@ def fresh_model(dim, seed=0, fast_dropout=False):
     return model, torch.optim.Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
 
 
-def bench_training(train_store, train, n_iters, ref_workers=0):
-    """-> {path: (best s/iteration, median, trained model)}. The paths take turns, one iteration each, so a
-    change of the machine's load hits all of them alike; every path starts with one untimed warm-up."""
+def make_path(mode, train_store, train, seed=0, ref_workers=0):
+    """-> (model, generator of iterations) of one training path: OUR_PATHS or "reference"."""
     normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
-    paths = {}
-    for mode in OUR_PATHS:
-        model, opt = fresh_model(train_store.dim, fast_dropout=mode == "default")
-        sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(0))
-        paths[mode] = (model, our_steps(model.train(), opt, sampler, mode))
-    model, opt = fresh_model(train_store.dim)
-    np.random.seed(0)
-    paths["reference"] = (model, reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal),
-                                                 ref_workers))
+    model, opt = fresh_model(train_store.dim, seed, fast_dropout=mode == "default")
+    if mode == "reference":
+        np.random.seed(seed)
+        return model, reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal), ref_workers)
+    sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(seed))
+    return model, our_steps(model.train(), opt, sampler, mode)
+
+
+def time_paths(paths, n_iters):
+    """paths {name: (model, steps)} take turns, one iteration each, so a change of the machine's load hits all
+    of them alike; each starts with one untimed warm-up -> {name: (best s/iteration, median, model)}."""
     times = {mode: [] for mode in paths}
     for i in range(n_iters + 1):
         for mode, (model, steps) in paths.items():
@@ -250,6 +251,12 @@ def bench_training(train_store, train, n_iters, ref_workers=0):
             next(steps)
             times[mode].append(time.perf_counter() - start)
     return {mode: (min(t[1:]), float(np.median(t[1:])), paths[mode][0]) for mode, t in times.items()}
+
+
+def bench_training(train_store, train, n_iters, ref_workers=0):
+    """-> {path: (best s/iteration, median, trained model)} for OUR_PATHS and the reference."""
+    return time_paths({mode: make_path(mode, train_store, train, ref_workers=ref_workers)
+                       for mode in OUR_PATHS + ("reference",)}, n_iters)
 
 
 def reference_process(dataset, dim, iters, threads):
@@ -266,17 +273,8 @@ def reference_child(spec):
     dataset, dim, iters = spec.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         train_store, train, *_ = make_data(dataset, int(dim), tmp)
-        normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
-        model, opt = fresh_model(int(dim))
-        np.random.seed(0)
-        steps = reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal))
-        times = []
-        for i in range(int(iters) + 1):
-            torch.manual_seed(1000 + i)
-            start = time.perf_counter()
-            next(steps)
-            times.append(time.perf_counter() - start)
-    print(json.dumps({"best": min(times[1:]), "median": float(np.median(times[1:]))}))
+        best, median, _ = time_paths({"reference": make_path("reference", train_store, train)}, int(iters))["reference"]
+    print(json.dumps({"best": best, "median": median}))
 
 
 def run_config(dataset, dim, args, tmp):
@@ -329,20 +327,13 @@ def agreement(args, tmp):
     """Trains `default` and `reference` for args.agreement iterations from 3 seeds on SHT-sized data."""
     for dim in args.dims:
         train_store, train, test_store, test, gt = make_data("sht", dim, tmp)
-        normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
         names, aucs = [v.name for v in test], {"default": [], "reference": []}
         for seed in range(3):
-            model, opt = fresh_model(dim, seed, fast_dropout=True)
-            sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(seed))
-            steps = our_steps(model.train(), opt, sampler, "default")
-            ref_model, ref_opt = fresh_model(dim, seed)
-            np.random.seed(seed)
-            ref_steps = reference_steps(ref_model.train(), ref_opt, OfficialBags(train_store, normal, abnormal))
-            for _ in range(args.agreement):
-                next(steps)
-                next(ref_steps)
-            for key, m in (("default", model), ("reference", ref_model)):
-                aucs[key].append(evaluate(score_videos(m, test_store, names, torch.device("cpu")), gt, test)["auc"])
+            for key in aucs:
+                model, steps = make_path(key, train_store, train, seed)
+                for _ in range(args.agreement):
+                    next(steps)
+                aucs[key].append(evaluate(score_videos(model, test_store, names, torch.device("cpu")), gt, test)["auc"])
         print(f"\n## agreement, SHT-sized, D={dim}: test AUC after {args.agreement} iterations, seeds 0 1 2")
         for key, values in aucs.items():
             print(f"{key:<10} " + " ".join(f"{v:.4f}" for v in values) + f"   mean {np.mean(values):.4f}")

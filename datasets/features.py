@@ -107,8 +107,6 @@ class FeatureStore:
 
     def gather(self, names, idx):
         """names: B videos; idx: B int arrays of one length k -> float32 (B, k, D), rows idx[i] of names[i]."""
-        if len(names) != len(idx):
-            raise ValueError(f"gather got {len(names)} names but {len(idx)} index arrays")
         idx = [np.asarray(i) for i in idx]
         if len({i.shape for i in idx}) > 1 or any(i.ndim != 1 for i in idx):
             shapes = sorted({i.shape for i in idx})
