@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from datasets.frames import open_frames
-from datasets.transforms import TestTransform
+from datasets.transforms import TestTransform, normalise
 from models.mist import MIST
 from tools import infer
 from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
@@ -191,7 +191,10 @@ def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
 
 
 @pytest.mark.parametrize("backbone,ten_crop", [("c3d", False), ("c3d", True), ("i3d", False)])
-def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores(backbone, ten_crop):
+def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores(backbone, ten_crop, monkeypatch):
+    import utils.video_scoring as video_scoring
+    calls = []
+    monkeypatch.setattr(video_scoring, "normalise", lambda clips, b: calls.append(clips.dtype) or normalise(clips, b))
     torch.manual_seed(0)
     net = MIST(backbone, expand_k=2, width=0.0625).eval()
     frames = open_frames([REAL], kind="video")
@@ -201,3 +204,4 @@ def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores
     name = "Normal_Videos020_x264_head100"
     assert len(scores[0][name]) == 6 and np.array_equal(scores[0][name], scores[1][name])
     assert transform.normalise and not transform.uint8().normalise  # a copy: the caller's transform is unchanged
+    assert calls and set(calls) == {torch.uint8}  # the uint8 run normalised its clips after the loader

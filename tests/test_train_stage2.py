@@ -64,6 +64,11 @@ def test_uint8_input_normalised_on_the_device_trains_the_same_weights(videos, tm
                                                                       "STAGE2.UINT8_INPUT": uint8}))
         runs[uint8] = _state(out)["model"]
     assert all(torch.equal(runs[True][k], runs[False][k]) for k in runs[True])
+    from datasets.build import stage2_transforms
+    from utils.config import load_cfg
+    for uint8 in (True, False):  # the key reaches the loader's transform (uint8 out, normalised in Trainer.step)
+        cfg = load_cfg(None, tiny_stage2_opts(videos, tmp_path / "cfg")[2:] + ["STAGE2.UINT8_INPUT", str(uint8)])
+        assert stage2_transforms(cfg)[0].normalise is not uint8
 
 
 def test_accumulation_carries_across_epochs_and_resume_is_exact(videos, tmp_path):
