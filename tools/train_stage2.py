@@ -24,7 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
                             test_ground_truth, train_masks)
-from datasets.samplers import PairedBatchSampler  # noqa: E402
+from datasets.samplers import PairedBatchSampler, rank_share  # noqa: E402
 from datasets.transforms import normalise  # noqa: E402
 from models.build import build_model  # noqa: E402
 from models.losses import weighted_soft_ce  # noqa: E402
@@ -33,7 +33,7 @@ from utils import distributed as dist  # noqa: E402
 from utils import protocol  # noqa: E402
 from utils import training  # noqa: E402
 from utils.checkpoint import save_checkpoint, write_json  # noqa: E402
-from utils.config import setup_cfg  # noqa: E402
+from utils.config import ConfigError, setup_cfg  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
@@ -43,10 +43,17 @@ SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REF
 
 
 class Trainer:
-    """The state that changes during training: model (+ DDP wrapper), optimizer, schedule, step counter."""
+    """The state that changes during training: model (+ DDP wrapper), optimizer, schedule, step counter.
 
-    def __init__(self, cfg, model, device, world_size):
+    With world_size > 1 this rank's loss is weighted by world_size x its share of the batch
+    (datasets.samplers.rank_share): DDP averages the ranks' gradients, so the step equals the
+    single-process one on the whole batch even when the shares are uneven (10 videos over 4 ranks).
+    """
+
+    def __init__(self, cfg, model, device, world_size, rank=0):
         self.cfg, self.model, self.device, self.world_size = cfg, model, device, world_size
+        batch = cfg.STAGE2.BATCH_SIZE
+        self.loss_weight = world_size * rank_share(batch, rank, world_size)[1] / batch
         self.optimizer = training.build_optimizer(cfg, model)
         self.scheduler = training.warmup_schedule(self.optimizer, cfg.STAGE2.WARMUP_EPOCHS)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.STAGE2.AMP == "fp16")
@@ -59,7 +66,8 @@ class Trainer:
             training.set_backbone_trainable(self.model, not frozen)
             if self.world_size > 1:  # DDP registers only the parameters that require grad at construction
                 ids = [self.device.index] if self.device.type == "cuda" else None
-                self.ddp = DistributedDataParallel(self.model, device_ids=ids)
+                # buffers are averaged at each evaluation (training.sync_buffers), not broadcast per forward
+                self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
             self.frozen = frozen
         training.set_train_mode(self.model, backbone_bn_eval=frozen or self.cfg.STAGE2.BN_EVAL)
 
@@ -85,22 +93,32 @@ class Trainer:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"stage-2 loss is {loss.item()} at step {self.global_step}: lower STAGE2.LR "
                                      "or use STAGE2.AMP bf16 / off")
-        self.scaler.scale(loss / s2.ACCUMULATE).backward()
+        self.scaler.scale(loss * (self.loss_weight / s2.ACCUMULATE)).backward()
         if sync:  # the counter runs across epochs, so accumulation windows never break at epoch ends
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), s2.GRAD_CLIP)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
-        return {"loss": loss.item(), "loss_head": head.item(), "loss_guided": guided.item()}
+        # weighted: the mean over ranks of these is the loss of the whole batch
+        w = self.loss_weight
+        return {"loss": loss.item() * w, "loss_head": head.item() * w, "loss_guided": guided.item() * w}
+
+    def sync(self):
+        """Every rank's buffers made equal (collective; before evaluating or saving)."""
+        training.sync_buffers(self.model)
 
     def state(self, epoch, best):
+        """-> the checkpoint payload (collective: every rank takes part; buffers synchronised first)."""
+        self.sync()
         training.average_grads_across_ranks(self.model)
-        rng = dist.gather_dicts({dist_rank(): torch.get_rng_state()})
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        rng = dist.gather_dicts({dist_rank(): (torch.get_rng_state(), cuda)})
         return {"kind": "stage2", "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                 "global_step": self.global_step, "pending_grads": training.pending_grads(self.model),
-                "best": best, "cfg": self.cfg.dump(), "torch_rng": [rng[r] for r in sorted(rng)]}
+                "best": best, "cfg": self.cfg.dump(), "torch_rng": [rng[r][0] for r in sorted(rng)],
+                "cuda_rng": [rng[r][1] for r in sorted(rng)]}
 
     def restore(self, state, rank):
         self.model.load_state_dict(state["model"])
@@ -111,6 +129,9 @@ class Trainer:
         training.restore_grads(self.model, state["pending_grads"])
         if rank < len(state["torch_rng"]):
             torch.set_rng_state(state["torch_rng"][rank])
+        cuda = state.get("cuda_rng", [])  # absent in checkpoints of earlier versions
+        if self.device.type == "cuda" and rank < len(cuda) and cuda[rank] is not None:
+            torch.cuda.set_rng_state(cuda[rank], self.device)
         return state["epoch"], state["best"]
 
 
@@ -160,17 +181,40 @@ def validate_model(cfg, model, frames, videos, masks, transform, device, rank, w
 
 
 def build_loader(cfg, dataset, rank, world):
+    """The training DataLoader. Its own generator (not the global RNG, which drives dropout) draws the
+    workers' base seed, so starting the workers again on resume does not shift dropout."""
     sampler = PairedBatchSampler(dataset.normal_indices(), dataset.abnormal_indices(), cfg.STAGE2.BATCH_SIZE,
                                  rank, world, cfg.SEED)
+    generator = torch.Generator().manual_seed(cfg.SEED * 1000 + rank)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATA.NUM_WORKERS,
-                                       pin_memory=torch.cuda.is_available(),
+                                       pin_memory=torch.cuda.is_available(), generator=generator,
                                        persistent_workers=cfg.DATA.NUM_WORKERS > 0)
+
+
+def check_sync_bn(cfg, device):
+    """STAGE2.SYNC_BN needs CUDA: torch's SyncBatchNorm has no CPU kernel (it would fail inside DDP)."""
+    if cfg.STAGE2.SYNC_BN and device.type != "cuda":
+        raise ConfigError(f"STAGE2.SYNC_BN True needs CUDA devices, but this run is on {device}: set "
+                          "STAGE2.SYNC_BN False (BatchNorm running statistics are still averaged over the ranks "
+                          "at every evaluation)")
+
+
+def convert_sync_bn(cfg, model, logger):
+    """SyncBatchNorm under torchrun (any world size) when STAGE2.SYNC_BN; C3D has no BatchNorm to sync."""
+    if not (cfg.STAGE2.SYNC_BN and dist.is_distributed()):
+        return model
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        logger.warning("STAGE2.SYNC_BN True has no effect: MODEL.BACKBONE %s has no BatchNorm layer",
+                       cfg.MODEL.BACKBONE)
+        return model
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def main(argv=None):
     cfg, args = setup_cfg(__doc__, argv)
     rank, world, device = dist.init_distributed(cfg.DEVICE)
-    logger = setup_logger()
+    logger = setup_logger(rank=rank)
+    check_sync_bn(cfg, device)
     torch.manual_seed(cfg.SEED + rank)
     # all input is read and checked before anything is written to OUTPUT_DIR
     train_videos, test_videos = load_splits(cfg)
@@ -185,16 +229,18 @@ def main(argv=None):
     model = build_model(cfg)
     if cfg.MODEL.PRETRAINED:
         load_weights(model, cfg.MODEL.PRETRAINED)
-    if cfg.STAGE2.SYNC_BN and world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = convert_sync_bn(cfg, model, logger)
     model.to(device)
     if cfg.STAGE2.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last_3d)
-    trainer = Trainer(cfg, model, device, world)
+    trainer = Trainer(cfg, model, device, world, rank)
     resume_state = dist.broadcast_object(prepare_output_dir(cfg, args.resume, kind="stage2") if rank == 0 else None)
     dist.barrier()
     if rank == 0:
         logger = setup_logger(cfg.OUTPUT_DIR)
+    if world > 1 and cfg.STAGE2.BATCH_SIZE % world:
+        logger.info("STAGE2.BATCH_SIZE %d per class over %d ranks: shares of %s videos, losses weighted by share",
+                    cfg.STAGE2.BATCH_SIZE, world, [rank_share(cfg.STAGE2.BATCH_SIZE, r, world)[1] for r in range(world)])
     start, best = 0, {"auc": -1.0, "epoch": None}
     if resume_state is not None:
         check_resumed_cfg(resume_state, cfg)
@@ -210,6 +256,7 @@ def main(argv=None):
                     f", peak GPU memory {losses['peak_memory_gib']:.2f} GiB" if "peak_memory_gib" in losses else "")
         if (epoch + 1) % cfg.STAGE2.EVAL_PERIOD and epoch + 1 != cfg.STAGE2.EPOCHS:
             continue
+        trainer.sync()  # every rank scores its share of the videos with the same BatchNorm statistics
         metrics, _ = evaluate_model(cfg, model, frames, test_videos, labels, test_transform, device, rank, world)
         val = validate_model(cfg, model, frames, val_videos, val_masks, test_transform, device, rank, world)
         improved = metrics["auc"] > best["auc"]
@@ -236,13 +283,16 @@ def main(argv=None):
 
 def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, logger):
     """Final test metrics of the last model, weight digests of every rank, results.json (rank 0)."""
+    trainer.sync()
     metrics, scores = evaluate_model(cfg, trainer.model, frames, videos, labels, transform, trainer.device, rank, world)
     digests = dist.gather_dicts({rank: training.weights_digest(trainer.model)})
     results = {"test": metrics, "best": best, "selection": SELECTION_NOTE, "world_size": world,
                "weights_digest_per_rank": [digests[r] for r in sorted(digests)]}
     if rank == 0:
-        if len(set(results["weights_digest_per_rank"])) != 1:
-            logger.error("ranks ended with different weights: %s", results["weights_digest_per_rank"])
+        for kind in ("parameters", "buffers"):  # equal by construction: a difference is a bug
+            if len({d[kind] for d in results["weights_digest_per_rank"]}) != 1:
+                logger.error("ranks ended with different %s: %s", kind,
+                             [d[kind] for d in results["weights_digest_per_rank"]])
         np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **scores)
         results["test_by_checkpoint"] = protocol.selection_table(cfg.OUTPUT_DIR, best)
         protocol.log_selection(results["test_by_checkpoint"], logger)

@@ -8,8 +8,11 @@ from pathlib import Path
 LOGGER_NAME = "mist"
 
 
-def setup_logger(output_dir=None, name=LOGGER_NAME):
-    """Console (INFO) and, when output_dir is given, `<output_dir>/log.txt` (appended on resume)."""
+def setup_logger(output_dir=None, name=LOGGER_NAME, rank=0):
+    """Console (INFO) and, when output_dir is given, `<output_dir>/log.txt` (appended on resume).
+
+    rank > 0 (torchrun): the console shows warnings and errors only, so a run prints each line once.
+    """
     logger = logging.getLogger(name)
     logger.setLevel(logging.INFO)
     logger.propagate = False
@@ -19,6 +22,7 @@ def setup_logger(output_dir=None, name=LOGGER_NAME):
     fmt = logging.Formatter("[%(asctime)s] %(message)s", "%m/%d %H:%M:%S")
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(fmt)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     logger.addHandler(console)
     if output_dir is not None:
         file_handler = logging.FileHandler(Path(output_dir) / "log.txt")

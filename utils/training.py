@@ -64,9 +64,42 @@ def average_grads_across_ranks(model):
             p.grad /= dist.get_world_size()
 
 
+def sync_buffers(model):
+    """Makes every rank hold the same buffers: floating ones (BatchNorm running mean/var) become the mean
+    over ranks, the others (num_batches_tracked) rank 0's. Collective: every rank must call it.
+
+    DDP runs with broadcast_buffers=False, so each rank's running statistics are an exponential moving
+    average of its own batches' statistics; the average is linear, so averaging the ranks' EMAs (all from
+    the same start) equals the EMA of the rank-averaged batch statistics: every rank's data counts, for
+    two collectives per evaluation instead of a broadcast before every forward that keeps rank 0's only.
+    The mean is taken as rank 0's value + the mean difference from it, so buffers that already agree
+    (a frozen backbone, a second call) stay exactly as they are.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    buffers = list(model.buffers())
+    for tensor in [b for b in buffers if not b.is_floating_point()]:
+        dist.broadcast(tensor, src=0)
+    floating = [b for b in buffers if b.is_floating_point()]
+    if not floating:
+        return
+    flat = torch.cat([b.detach().reshape(-1).double() for b in floating])
+    reference = flat.clone()
+    dist.broadcast(reference, src=0)
+    delta = flat - reference
+    dist.all_reduce(delta)
+    mean = reference + delta / dist.get_world_size()
+    for b, part in zip(floating, mean.split([b.numel() for b in floating])):
+        b.copy_(part.view_as(b))
+
+
 def weights_digest(model):
-    """sha256 of all parameters and buffers (bytes, in state-dict order): equal digests = identical weights."""
-    digest = hashlib.sha256()
-    for tensor in model.state_dict().values():
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """-> {"parameters", "buffers"}: sha256 of each (bytes, in state-dict order); equal = identical."""
+    params = {id(p) for p in model.parameters()}
+    digests = {"parameters": hashlib.sha256(), "buffers": hashlib.sha256()}
+    for tensor in model.state_dict(keep_vars=True).values():
+        kind = "parameters" if id(tensor) in params else "buffers"
+        digests[kind].update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {kind: digest.hexdigest() for kind, digest in digests.items()}

@@ -53,8 +53,9 @@ def score_videos_on_frames(model, frames, names, transform, device, batch_size=1
     if uint8 is None:
         uint8 = device.type == "cuda" and hasattr(transform, "uint8")
     stream = SegmentStream(frames, mine, transform.uint8() if uint8 else transform)
+    # its own generator: a loader draws a seed on every iteration, and the global RNG drives training dropout
     loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
-                                         pin_memory=device.type == "cuda")
+                                         pin_memory=device.type == "cuda", generator=torch.Generator())
     for video_idx, seg_idx, clips in loader:
         views = clips.shape[1] if clips.dim() == 6 else 1
         clips = clips.flatten(0, 1).to(device, non_blocking=True) if views > 1 else clips.to(device, non_blocking=True)
