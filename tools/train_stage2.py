@@ -52,12 +52,17 @@ class Trainer:
 
     def __init__(self, cfg, model, device, world_size, rank=0):
         self.cfg, self.model, self.device, self.world_size = cfg, model, device, world_size
-        batch = cfg.STAGE2.BATCH_SIZE
-        self.loss_weight = world_size * rank_share(batch, rank, world_size)[1] / batch
+        self.loss_weight = self.share_weight(cfg, rank, world_size)
         self.optimizer = training.build_optimizer(cfg, model)
         self.scheduler = training.warmup_schedule(self.optimizer, cfg.STAGE2.WARMUP_EPOCHS)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.STAGE2.AMP == "fp16")
         self.global_step, self.frozen, self.ddp = 0, None, None
+
+    @staticmethod
+    def share_weight(cfg, rank, world_size):
+        """-> world_size x this rank's share of STAGE2.BATCH_SIZE (1.0 for equal shares)."""
+        batch = cfg.STAGE2.BATCH_SIZE
+        return world_size * rank_share(batch, rank, world_size)[1] / batch
 
     def set_phase(self, epoch):
         """Backbone frozen for the first STAGE2.FREEZE_EPOCHS; DDP is rebuilt when that changes."""
@@ -244,6 +249,10 @@ def main(argv=None):
     start, best = 0, {"auc": -1.0, "epoch": None}
     if resume_state is not None:
         check_resumed_cfg(resume_state, cfg)
+        if len(resume_state["torch_rng"]) != world:
+            logger.warning("resuming a %d-process run on %d processes: training goes on, but not as the same "
+                           "run would have (random streams and batch shares differ)", len(resume_state["torch_rng"]),
+                           world)
         start, best = trainer.restore(resume_state, rank)
         logger.info("resumed from epoch %d (best test AUC %.4f)", start, best["auc"])
     logger.info("stage 2 (%s) on %s: %d train videos (%d iterations/epoch x %d rank(s)), %d test videos, device %s",
