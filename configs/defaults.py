@@ -88,7 +88,7 @@ _C.STAGE2.NORMAL_LABEL = "zero"  # normal videos' clips: zero (paper) | pseudo (
 _C.STAGE2.HARD_LABELS = False  # video labels as clip labels (the paper's "w/o PLs" ablation)
 _C.STAGE2.PL_TOLERANCE = 1  # warn when a video's pseudo-labels and segments differ by more clips than this
 _C.STAGE2.AMP = "off"  # off | bf16 | fp16 (torch.autocast; fp16 uses a GradScaler)
-_C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (multi-GPU)
+_C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (torchrun on GPUs only; refused on the CPU)
 _C.STAGE2.CHANNELS_LAST = False  # channels_last_3d memory format (faster convolutions on recent GPUs)
 _C.STAGE2.UINT8_INPUT = True  # the loader ships uint8 clips, normalised on the training device: the same
 # float32 values bit for bit, 4x fewer bytes to a GPU and less CPU work per clip in the loader workers
