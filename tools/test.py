@@ -98,7 +98,7 @@ def main(argv=None):
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
         raise SystemExit("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
     rank, world, device = dist.init_distributed(cfg.DEVICE)
-    logger = setup_logger()
+    logger = setup_logger(rank=rank)
     _, videos = load_splits(cfg, need_train=False)
     labels = test_ground_truth(cfg, videos)
     if cfg.TEST.SCORES:
