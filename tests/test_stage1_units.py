@@ -113,3 +113,26 @@ def test_legacy_reader_refuses_code_in_pickles(tmp_path):
     np.save(bad, arr)
     with pytest.raises(ValueError, match="expected a dict"):
         read_pickled_dict(bad)
+
+
+class _Bomb:
+    """Pickles as numpy's own array constructor asking for 80 TB (pickling does not call it)."""
+
+    def __reduce__(self):
+        from utils.legacy import _MULTIARRAY
+
+        return (_MULTIARRAY._reconstruct, (np.ndarray, (10**13,), np.dtype("f8")))
+
+
+def test_legacy_reader_refuses_arrays_larger_than_the_file(tmp_path):
+    path = tmp_path / "bomb.npy"
+    arr = np.empty((), dtype=object)
+    arr[()] = {"a.npy": _Bomb()}
+    np.save(path, arr)
+    assert path.stat().st_size < 2048
+    with pytest.raises(ValueError, match="declares 80,000,000,000,000 bytes, more than the file's"):
+        read_pickled_dict(path)
+    real = tmp_path / "real.npy"  # the same reader still takes the official format
+    arr[()] = {"a.npy": np.arange(5, dtype=np.float64)}
+    np.save(real, arr)
+    assert read_pickled_dict(real)["a.npy"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -3,9 +3,12 @@
 The official code (MIST_REFERENCE.md §1.7, §5) saves `{'<video>.npy': float64[n_clips]}` as a pickled
 0-d object array. Plain `np.load` would have to enable pickle loading, which executes arbitrary code from the
 file. Instead the pickle stream is read by an unpickler that can only build numpy arrays and dtypes, and
-the result is accepted only if it is a dict of names to 1-D numeric arrays.
+the result is accepted only if it is a dict of names to 1-D numeric arrays. An array may not declare more
+bytes than the file holds: the data of a real array is in the file, so a larger declared shape can only be
+a memory bomb (a 1 KB file asking for TiBs), refused before anything is allocated.
 """
 import importlib
+import os
 import pickle
 
 import numpy as np
@@ -22,10 +25,29 @@ _ALLOWED = {
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Builds numpy arrays and dtypes only, none larger than `max_bytes`."""
+
+    def __init__(self, file, max_bytes):
+        super().__init__(file)
+        self.max_bytes = max_bytes
+
     def find_class(self, module, name):
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            return self._bounded_reconstruct
         return _ALLOWED[(module, name)]
+
+    def _bounded_reconstruct(self, subtype, shape, dtype):
+        """numpy's _reconstruct, refusing a shape x itemsize over max_bytes before allocating it."""
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not all(isinstance(d, int) and d >= 0 for d in dims):
+            raise pickle.UnpicklingError(f"array shape {shape!r} is not a tuple of sizes")
+        nbytes = np.dtype(dtype).itemsize * int(np.prod(dims, dtype=object))
+        if nbytes > self.max_bytes:
+            raise pickle.UnpicklingError(f"an array declares {nbytes:,} bytes, more than the file's "
+                                         f"{self.max_bytes:,}: a crafted file, refused")
+        return _MULTIARRAY._reconstruct(subtype, shape, dtype)
 
 
 def read_pickled_dict(path):
@@ -37,8 +59,8 @@ def read_pickled_dict(path):
         if dtype != np.dtype(object) or shape != ():
             raise ValueError(f"{path}: expected a pickled dict (0-d object array), found {dtype} {shape}")
         try:
-            obj = _ArrayOnlyUnpickler(f).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError) as err:
+            obj = _ArrayOnlyUnpickler(f, max_bytes=os.path.getsize(path)).load()
+        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: not a pseudo-label dict in the official format ({err})") from err
     value = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
     return _checked_dict(value, path)
