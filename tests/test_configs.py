@@ -93,3 +93,27 @@ def test_yaml_keys_exist_in_defaults():
         for section, values in yaml.safe_load(path.read_text()).items():
             if isinstance(values, dict):
                 assert set(values) <= set(defaults[section]), path
+
+
+def test_configs_are_yaml_data_only_and_run_no_code(tmp_path):
+    """A .py config would be imported by yacs; a !!python tag would build objects: both refused, nothing run."""
+    marker = tmp_path / "ran"
+    evil_py = tmp_path / "evil.py"
+    evil_py.write_text(f"open({str(marker)!r}, 'w').close()\ncfg = None\n")
+    with pytest.raises(ConfigError, match="not a .yaml/.yml file: configs are YAML only"):
+        load_cfg(str(evil_py))
+    evil_yaml = tmp_path / "evil.yaml"
+    evil_yaml.write_text(f"SEED: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError, match=r"evil.yaml \(line 1\) is not plain YAML data.*!!python"):
+        load_cfg(str(evil_yaml))
+    assert not marker.exists()
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- SEED\n- 3\n")
+    with pytest.raises(ConfigError, match="holds a list, not a mapping"):
+        load_cfg(str(listed))
+
+
+def test_yaml_config_with_a_utf8_bom_loads(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes("\ufeffSEED: 7\n".encode("utf-8"))
+    assert load_cfg(str(path)).SEED == 7

@@ -34,9 +34,7 @@ def load_cfg(cfg_file=None, opts=()):
     cfg = get_cfg_defaults()
     try:
         if cfg_file:
-            if not Path(cfg_file).is_file():
-                raise ConfigError(f"config file {cfg_file} does not exist")
-            cfg.merge_from_file(str(cfg_file))
+            cfg.merge_from_other_cfg(read_yaml_cfg(cfg_file))
         if len(opts) % 2:
             raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {' '.join(opts)}")
         cfg.merge_from_list(list(opts))
@@ -52,6 +50,32 @@ def load_cfg(cfg_file=None, opts=()):
         raise ConfigError(str(err)) from None
     cfg.freeze()
     return cfg
+
+
+def read_yaml_cfg(cfg_file):
+    """A config file -> CfgNode, read as plain YAML data only: yacs would import a `.py` config (running
+    its code), and YAML tags that build Python objects (`!!python/...`) are refused by the safe loader."""
+    import yaml
+    from yacs.config import CfgNode
+
+    path = Path(cfg_file)
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"config file {cfg_file} is not a .yaml/.yml file: configs are YAML only (a .py "
+                          "config would run code)")
+    if not path.is_file():
+        raise ConfigError(f"config file {cfg_file} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"config file {cfg_file}{line} is not plain YAML data: "
+                          f"{getattr(err, 'problem', None) or err}; tags such as !!python/... are refused") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {cfg_file} holds a {type(data).__name__}, not a mapping of KEY: value")
+    return CfgNode(data)
 
 
 def resolve_input_path(value):
