@@ -22,6 +22,7 @@ import torch
 from models.c3d import C3D
 from models.i3d import I3D
 from models.mist import MIST
+from utils.checkpoint import torch_load_safely
 
 log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" logger
 
@@ -236,12 +237,9 @@ def check_against(expected, converted, report):
 def read_checkpoint(path):
     """torch.load(path, weights_only=True) on the CPU; CheckpointError (not a bare traceback) if it fails."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # unpickling refused (the file carries code) or a corrupt file
-        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True) ({err}); only "
-                              f"tensor checkpoints are supported, re-save it as a plain state dict") from err
+        return torch_load_safely(path)
+    except ValueError as err:  # unpickling refused (the file carries code) or a corrupt file
+        raise CheckpointError(str(err)) from None
 
 
 def load_weights(model, path):

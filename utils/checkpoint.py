@@ -1,6 +1,7 @@
 """Checkpoints: written atomically, read without executing code (`weights_only=True`)."""
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -18,6 +19,32 @@ def save_checkpoint(path, **state):
     os.replace(tmp, path)
 
 
+def torch_load_safely(path):
+    """torch.load(path, weights_only=True) on the CPU -> object; ValueError with a reason of our own if it
+    fails. torch's own message advises retrying with weights_only=False (running the file's code): a user
+    must not do that for a file they did not make, so that advice is never passed on."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # torch raises several types for corrupt or code-carrying files
+        raise ValueError(f"cannot read {path}: {_load_failure(err)}") from None
+
+
+def _load_failure(err):
+    """-> why torch.load(weights_only=True) refused a file, without torch's retry advice."""
+    text = str(err)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"it holds a Python object ({found.group(1)}) that would run code when loaded, so it is refused; "
+                "only tensor checkpoints are read: re-save it as a plain state dict where it was made")
+    if "weights_only" in text or "Weights only load failed" in text:
+        return ("it holds Python objects that would run code when loaded, so it is refused; only tensor "
+                "checkpoints are read: re-save it as a plain state dict where it was made")
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"not a readable PyTorch checkpoint (truncated or another format?): {first}"
+
+
 def load_checkpoint(path, expect_kind=None):
     """Reads a checkpoint saved by `save_checkpoint`; `expect_kind` checks its 'kind' (e.g. 'stage1').
 
@@ -26,10 +53,7 @@ def load_checkpoint(path, expect_kind=None):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist (set TEST.CHECKPOINT to a .pth from a run's checkpoints/)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or code-carrying files
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from err
+    state = torch_load_safely(path)
     if expect_kind is not None and (not isinstance(state, dict) or state.get("kind") != expect_kind):
         found = state.get("kind", "a file without a 'kind' entry") if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"checkpoint {path} is not a {expect_kind} checkpoint (it holds {found})")
