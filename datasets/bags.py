@@ -2,6 +2,7 @@
 import numpy as np
 
 from datasets.sampling import sparse_continuous_sample
+from utils.errors import InputError
 
 
 class BagSampler:
@@ -16,7 +17,7 @@ class BagSampler:
     def __init__(self, store, normal, abnormal, batch_size, part_num, part_len, mode, rng):
         for kind, names in (("normal", normal), ("abnormal", abnormal)):
             if len(names) < batch_size:
-                raise ValueError(f"the train split has {len(names)} {kind} videos, fewer than STAGE1.BATCH_SIZE = "
+                raise InputError(f"the train split has {len(names)} {kind} videos, fewer than STAGE1.BATCH_SIZE = "
                                  f"{batch_size}: lower STAGE1.BATCH_SIZE or add videos")
         self.store, self.normal, self.abnormal = store, list(normal), list(abnormal)
         self.batch_size, self.part_num, self.part_len, self.mode, self.rng = batch_size, part_num, part_len, mode, rng

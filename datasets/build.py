@@ -11,6 +11,7 @@ from datasets.features import open_features
 from datasets.ground_truth import frame_labels, load_mask
 from datasets.splits import read_split
 from utils.evaluation import expand_to_frames
+from utils.errors import InputError, NotFoundError
 
 logger = logging.getLogger("mist")
 
@@ -36,9 +37,9 @@ def ensure_demo_features(cfg):
 
 def _open_one(cfg, key, path, videos):
     if not path:
-        raise FileNotFoundError(f"{key} is empty: set it to a feature h5 file or a feature list file")
+        raise NotFoundError(f"{key} is empty: set it to a feature h5 file or a feature list file")
     if not Path(path).exists():
-        raise FileNotFoundError(f"feature file {path} does not exist: set {key} to the feature h5 or list file "
+        raise NotFoundError(f"feature file {path} does not exist: set {key} to the feature h5 or list file "
                                 "(see Training_Guidelines.md for where to get them)")
     return open_features(path, [v.name for v in videos], dim=cfg.DATA.FEATURE_DIM, l2_norm=cfg.DATA.L2_NORM,
                          storage=cfg.DATA.STORAGE, crop=cfg.DATA.CROP, root=cfg.DATA.FEATURE_ROOT or None)
@@ -119,14 +120,14 @@ def open_frame_source(cfg, videos):
     from datasets.frames import open_frames
 
     if not cfg.DATA.FRAMES:
-        raise FileNotFoundError("DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder")
+        raise NotFoundError("DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder")
     if not Path(cfg.DATA.FRAMES).exists():
-        raise FileNotFoundError(f"DATA.FRAMES {cfg.DATA.FRAMES} does not exist")
+        raise NotFoundError(f"DATA.FRAMES {cfg.DATA.FRAMES} does not exist")
     frames = open_frames(cfg.DATA.FRAMES, kind=cfg.DATA.FRAMES_KIND, names=[v.name for v in videos],
                          root=cfg.DATA.FRAMES_ROOT or None)
     short = [v.name for v in videos if frames.num_segments(v.name) < 1]
     if short:
-        raise ValueError(f"{len(short)} video(s) have fewer than {frames.segment_len} frames, so no clip can be cut "
+        raise InputError(f"{len(short)} video(s) have fewer than {frames.segment_len} frames, so no clip can be cut "
                          f"from them: {short[:5]}; drop them from the split files")
     return frames
 
@@ -158,7 +159,7 @@ def stage2_train_dataset(cfg, frames, videos, transform):
     pseudo = None
     if not s2.HARD_LABELS:
         if not cfg.DATA.PSEUDO_LABELS:
-            raise FileNotFoundError("DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
+            raise NotFoundError("DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
                                     "the authors' *_PLs.npy), or set STAGE2.HARD_LABELS True for the w/o-PLs ablation")
         pseudo = load_score_dict(cfg.DATA.PSEUDO_LABELS)
     return ClipDataset(frames, videos, pseudo, transform, clip_num=s2.CLIP_NUM, label_mode=s2.LABEL_MODE,

@@ -7,6 +7,7 @@ built from the two segments' pseudo-labels (PL[c], PL[c + 1]); see `clip_labels`
 import warnings
 
 import numpy as np
+from utils.errors import InputError
 
 LABEL_MODES = ("interp", "interp_official", "max")
 NORMAL_LABELS = ("zero", "pseudo")
@@ -21,7 +22,7 @@ def random_perturb(num_positions, clip_num, rng):
     v = 0 (a one-segment video) gives all zeros. rng: np.random.Generator.
     """
     if num_positions < 0 or clip_num < 1:
-        raise ValueError(f"random_perturb needs num_positions >= 0 and clip_num >= 1, got {num_positions}, {clip_num}")
+        raise InputError(f"random_perturb needs num_positions >= 0 and clip_num >= 1, got {num_positions}, {clip_num}")
     i = np.arange(clip_num, dtype=np.int64)
     low = i * num_positions // clip_num  # floor(i*v/n) in integers; equals the official float version
     high = np.append(low[1:], num_positions - 1)
@@ -38,7 +39,7 @@ def align_pseudo_labels(pl, n_segments, name, tolerance=1):
     """
     pl = np.atleast_1d(np.asarray(pl, dtype=np.float64))
     if pl.ndim != 1 or pl.size == 0:
-        raise ValueError(f"video '{name}' has empty or non-1-D pseudo-labels (shape {pl.shape}); regenerate the "
+        raise InputError(f"video '{name}' has empty or non-1-D pseudo-labels (shape {pl.shape}); regenerate the "
                          f"pseudo-label file with tools/train_stage1.py")
     if abs(pl.size - n_segments) > tolerance:
         fix = "padding with the last value" if pl.size < n_segments else "dropping the tail"
@@ -60,7 +61,7 @@ def clip_labels(pl, c, begin, segment_len=16, mode="interp"):
     Fallbacks as official: c >= m -> PL[-1]; c = m - 1 (no c + 1) -> PL[c].
     """
     if mode not in LABEL_MODES:
-        raise ValueError(f"unknown clip label mode {mode!r}; use one of {LABEL_MODES}")
+        raise InputError(f"unknown clip label mode {mode!r}; use one of {LABEL_MODES}")
     pl = np.asarray(pl, dtype=np.float64)
     c, begin = np.broadcast_arrays(np.asarray(c, dtype=np.int64), np.asarray(begin, dtype=np.int64))
     here = pl[np.minimum(c, pl.size - 1)]  # c >= m -> PL[-1]
@@ -87,13 +88,13 @@ def video_clip_labels(video_label, pl, positions, begins, mode="interp", normal_
     video label (the "w/o PLs" ablation). pl may be None where it is not used.
     """
     if normal_label not in NORMAL_LABELS:
-        raise ValueError(f"unknown normal-video label {normal_label!r}; use one of {NORMAL_LABELS}")
+        raise InputError(f"unknown normal-video label {normal_label!r}; use one of {NORMAL_LABELS}")
     positions = np.asarray(positions)
     if hard or (video_label == 0 and normal_label == "zero"):
         s = np.full(positions.shape, float(video_label))
     else:
         if pl is None:
-            raise ValueError(f"soft labels of a {'normal' if video_label == 0 else 'abnormal'} video need its "
+            raise InputError(f"soft labels of a {'normal' if video_label == 0 else 'abnormal'} video need its "
                              f"pseudo-labels, got None")
         s = clip_labels(pl, positions, begins, segment_len, mode)
     return np.stack([1.0 - s, s], axis=-1).astype(np.float32)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from datasets.clip_labels import LABEL_MODES, NORMAL_LABELS, align_pseudo_labels, random_perturb, video_clip_labels
+from utils.errors import InputError, MissingKeyError
 
 
 class ClipDataset(torch.utils.data.Dataset):
@@ -29,10 +30,10 @@ class ClipDataset(torch.utils.data.Dataset):
     def __init__(self, frames, videos, pseudo_labels, transform, clip_num=3, label_mode="interp",
                  normal_label="zero", hard_labels=False, seed=0, pl_tolerance=1):
         if label_mode not in LABEL_MODES or normal_label not in NORMAL_LABELS:
-            raise ValueError(f"label_mode {label_mode!r} / normal_label {normal_label!r}: use one of "
+            raise InputError(f"label_mode {label_mode!r} / normal_label {normal_label!r}: use one of "
                              f"{LABEL_MODES} / {NORMAL_LABELS}")
         if clip_num < 1:
-            raise ValueError(f"clip_num must be >= 1, got {clip_num}")
+            raise InputError(f"clip_num must be >= 1, got {clip_num}")
         self.frames, self.videos, self.transform = frames, list(videos), transform
         self.clip_num, self.label_mode, self.normal_label, self.hard = clip_num, label_mode, normal_label, hard_labels
         self.seed, self.segment_len = seed, frames.segment_len
@@ -44,11 +45,11 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def _count_segments(self, name, known):
         if name not in known:
-            raise KeyError(f"video '{name}' of the train split has no frames in the frame source (its names look "
+            raise MissingKeyError(f"video '{name}' of the train split has no frames in the frame source (its names look "
                            f"like {self.frames.names[:3]}); check the split and the frame files")
         n = self.frames.num_segments(name)
         if n < 1:
-            raise ValueError(f"video '{name}' has fewer than {self.segment_len} frames (0 whole segments), so no "
+            raise InputError(f"video '{name}' has fewer than {self.segment_len} frames (0 whole segments), so no "
                              f"clip can be cut from it; drop it from the train split")
         return n
 
@@ -57,11 +58,11 @@ class ClipDataset(torch.utils.data.Dataset):
         if self.hard or (video.label == 0 and self.normal_label == "zero"):
             return None
         if pseudo_labels is None:
-            raise ValueError(f"video '{video.name}' needs pseudo-labels but none were given: pass a pseudo-label "
+            raise InputError(f"video '{video.name}' needs pseudo-labels but none were given: pass a pseudo-label "
                              f"file, or use hard labels (video labels for every clip)")
         if video.name not in pseudo_labels:
             keys = list(pseudo_labels)[:3]
-            raise KeyError(f"video '{video.name}' has no pseudo-labels (the file's {len(pseudo_labels)} keys look "
+            raise MissingKeyError(f"video '{video.name}' has no pseudo-labels (the file's {len(pseudo_labels)} keys look "
                            f"like {keys}); regenerate the pseudo-labels for this train split")
         return align_pseudo_labels(pseudo_labels[video.name], n_segments, video.name, tolerance)
 

@@ -46,6 +46,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from scipy.signal import lfilter
+from utils.errors import MissingKeyError, NotFoundError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLIP_LEN = 16
@@ -67,7 +68,7 @@ def _resolve(data_dir):
     if not path.is_dir() and not path.is_absolute():
         path = REPO_ROOT / data_dir
     if not (path / "SH_Train_new.txt").is_file():
-        raise FileNotFoundError(f"no ShanghaiTech split in {data_dir!r} (expected SH_Train_new.txt, "
+        raise NotFoundError(f"no ShanghaiTech split in {data_dir!r} (expected SH_Train_new.txt, "
                                 f"SH_Test_NEW.txt, train_frame_counts.csv, test_frame_mask/ as in data/shanghaitech)")
     return path
 
@@ -89,7 +90,7 @@ def _read_videos(data_dir):
         elif name in train_frames:
             n_frames = train_frames[name]
         else:
-            raise KeyError(f"train video {name!r} has no frame count in train_frame_counts.csv")
+            raise MissingKeyError(f"train video {name!r} has no frame count in train_frame_counts.csv")
         videos.append((name, int(label), n_frames, mask))
     return videos
 

@@ -39,6 +39,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.features import write_h5_features
+from utils.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ _GREY = np.array([0.114, 0.587, 0.299], dtype=np.float32)  # BGR weights (ITU-R 
 def _cells(size, grid=GRID):
     """-> start indices of the grid cells along an axis of `size` pixels (for np.add.reduceat)."""
     if size < grid:
-        raise ValueError(f"frames must be at least {grid} px on each side for the {grid}x{grid} grid, got {size}")
+        raise InputError(f"frames must be at least {grid} px on each side for the {grid}x{grid} grid, got {size}")
     return np.linspace(0, size, grid + 1).astype(np.int64)[:-1]
 
 
@@ -87,7 +88,7 @@ def _cell_speed(diff, rows, cols):
 def cell_statistics(clips):
     """clips: uint8 (N, 16, H, W, 3) BGR -> float32 (N, 8, 16): the per-cell QUANTITIES, unscaled."""
     if clips.ndim != 5 or clips.shape[1] != CLIP_LEN or clips.shape[-1] != 3:
-        raise ValueError(f"clips must be uint8 (N, {CLIP_LEN}, H, W, 3) BGR, got shape {clips.shape}")
+        raise InputError(f"clips must be uint8 (N, {CLIP_LEN}, H, W, 3) BGR, got shape {clips.shape}")
     g = clips.astype(np.float32) @ _GREY                                       # (N, 16, H, W)
     rows, cols = _cells(g.shape[-2]), _cells(g.shape[-1])
     raw1 = np.abs(g[:, 1:] - g[:, :-1])
@@ -115,13 +116,13 @@ def extract_clip_features(frames):
 def extract_video_features(frame_source, name, batch=16):
     """Every 16-frame segment of video `name` of a FrameSource (datasets/frames.py) -> float32 (n_segments, 128)."""
     if frame_source.segment_len != CLIP_LEN:
-        raise ValueError(f"{frame_source.source} has segment_len {frame_source.segment_len}; the demo features "
+        raise InputError(f"{frame_source.source} has segment_len {frame_source.segment_len}; the demo features "
                          f"use {CLIP_LEN}-frame clips: open it with segment_len={CLIP_LEN}")
     parts = []
     for _, frames in frame_source.iter_segments(name, batch):
         parts.append(clip_features(frames.reshape(-1, CLIP_LEN, *frames.shape[1:])))
     if not parts:
-        raise ValueError(f"video {name!r} in {frame_source.source} has no whole {CLIP_LEN}-frame segment")
+        raise InputError(f"video {name!r} in {frame_source.source} has no whole {CLIP_LEN}-frame segment")
     return np.concatenate(parts)
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from scipy.signal import lfilter
+from utils.errors import ExistsError, InputError
 
 FPS = 25
 FOURCC, EXT = "mp4v", ".mp4"
@@ -370,10 +371,10 @@ def write_video(path, frames, fps=FPS):
 
 def _check_args(counts, size):
     if min(counts) < 0 or counts[1] + counts[3] > 9999 or counts[0] + counts[2] > 999:
-        raise ValueError(f"video counts {counts} must be >= 0, at most 999 normal and 9999 abnormal videos "
+        raise InputError(f"video counts {counts} must be >= 0, at most 999 normal and 9999 abnormal videos "
                          "(ShanghaiTech-style names)")
     if len(size) != 2 or min(size) < 32 or size[0] % 2 or size[1] % 2:
-        raise ValueError(f"size={tuple(size)} must be (H, W), both even (the mp4v encoder drops an odd last "
+        raise InputError(f"size={tuple(size)} must be (H, W), both even (the mp4v encoder drops an odd last "
                          "column) and >= 32, e.g. (72, 96)")
 
 
@@ -395,7 +396,7 @@ def make_demo_videos(out_dir, n_train_normal=24, n_train_abnormal=16, n_test_nor
     counts = (n_train_normal, n_train_abnormal, n_test_normal, n_test_abnormal)
     _check_args(counts, size)
     if (out / "videos.txt").exists() and not force:
-        raise FileExistsError(f"{out} already holds a generated set (videos.txt); pass force=True to overwrite it")
+        raise ExistsError(f"{out} already holds a generated set (videos.txt); pass force=True to overwrite it")
     background, top = make_scene(tuple(size), seed)
     plans = plan_set(*counts, tuple(size), seed)
     (out / "videos").mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ import re
 
 import h5py
 import numpy as np
+from utils.errors import InputError, MissingKeyError, NotFoundError
 
 
 _EPS = 1e-12  # as torch.nn.functional.normalize: a zero row stays zero instead of 0/0 = NaN
@@ -27,7 +28,7 @@ def _split_name(name):
             crop, base = int(match.group(1)), base[: match.start()]
         base = _FEATURE_SUFFIX.sub("", base)
     if not base:
-        raise ValueError(f"cannot derive a video name from {name!r}")
+        raise InputError(f"cannot derive a video name from {name!r}")
     return base, crop
 
 
@@ -55,26 +56,26 @@ def _missing_error(missing, total, file, keys):
     fix = ". Video names must be canonical, e.g. '01_0014' (see datasets.features.canonical_name)"
     if len(missing) == 1:
         hint = near.get(canonical_name(missing[0]))
-        return KeyError(f"video '{missing[0]}' has no features in {file} ("
+        return MissingKeyError(f"video '{missing[0]}' has no features in {file} ("
                         + (f"keys look like '{hint}'?" if hint else like) + ")" + fix)
     shown = ", ".join(f"'{n}'" + (f" (key '{near[canonical_name(n)]}'?)" if canonical_name(n) in near else "")
                       for n in missing[:_SHOWN])
     more = f" ... and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-    return KeyError(f"{len(missing)} of {total} videos have no features in {file}: {shown}{more}; {like}{fix}")
+    return MissingKeyError(f"{len(missing)} of {total} videos have no features in {file}: {shown}{more}; {like}{fix}")
 
 
 def _clip_shape(shape, crop, where):
     """Validate a raw feature shape (n, D) or (n, crops, D) for `crop` -> (n_clips, D) after crop handling."""
     if len(shape) not in (2, 3):
-        raise ValueError(f"{where}: features have shape {tuple(shape)}; expected (n_clips, D) or (n_clips, crops, D)")
+        raise InputError(f"{where}: features have shape {tuple(shape)}; expected (n_clips, D) or (n_clips, crops, D)")
     if shape[0] == 0:
-        raise ValueError(f"{where}: video has 0 clips; re-extract its features or remove it from the split")
+        raise InputError(f"{where}: video has 0 clips; re-extract its features or remove it from the split")
     if shape[-1] == 0:
-        raise ValueError(f"{where}: features have dimension 0 (shape {tuple(shape)})")
+        raise InputError(f"{where}: features have dimension 0 (shape {tuple(shape)})")
     if len(shape) == 2 and crop >= 0:
-        raise ValueError(f"{where}: features have no crop axis (shape {tuple(shape)}); use crop=-1")
+        raise InputError(f"{where}: features have no crop axis (shape {tuple(shape)}); use crop=-1")
     if len(shape) == 3 and crop >= shape[1]:
-        raise ValueError(f"{where}: crop={crop} but the features have {shape[1]} crops; use -1..{shape[1] - 1}")
+        raise InputError(f"{where}: crop={crop} but the features have {shape[1]} crops; use -1..{shape[1] - 1}")
     return int(shape[0]), int(shape[-1])
 
 
@@ -88,7 +89,7 @@ def _reduce_crops(raw, crop):
 
 def _check_dtype(dtype, where):
     if not np.issubdtype(dtype, np.floating):
-        raise ValueError(f"{where}: features have dtype {dtype}; expected a float array")
+        raise InputError(f"{where}: features have dtype {dtype}; expected a float array")
 
 
 def _check_finite(x, where):
@@ -98,7 +99,7 @@ def _check_finite(x, where):
         finite = np.isfinite(x.sum()) or np.isfinite(x).all()
     if not finite:
         bad = int(np.count_nonzero(~np.isfinite(x).all(axis=-1)))
-        raise ValueError(f"{where}: {bad} clip(s) contain NaN/inf values; re-extract these features")
+        raise InputError(f"{where}: {bad} clip(s) contain NaN/inf values; re-extract these features")
 
 
 def _l2_normalise(x):
@@ -128,7 +129,7 @@ class _H5Source:
         """-> (n_clips, D) after crop handling; validates shape and dtype."""
         ds = self.datasets[name]
         if not isinstance(ds, h5py.Dataset):
-            raise ValueError(f"{self.where(name)} is an h5 group, not a dataset of features")
+            raise InputError(f"{self.where(name)} is an h5 group, not a dataset of features")
         _check_dtype(ds.dtype, self.where(name))
         return _clip_shape(ds.shape, crop, self.where(name))
 
@@ -151,7 +152,7 @@ def _parse_list(path):
             name, crop = _split_name(entry)
             crops = table.setdefault(name, {})
             if crop in crops or (crops and (crop is None) != (None in crops)):
-                raise ValueError(f"{path}:{line_no}: '{entry}' repeats video '{name}' (already listed as "
+                raise InputError(f"{path}:{line_no}: '{entry}' repeats video '{name}' (already listed as "
                                  f"'{next(iter(crops.values()))}'); list each video, or each of its crops, once")
             crops[crop] = entry
     return table
@@ -186,7 +187,7 @@ class _ListSource:
             absent += [e for e, p in zip(entries, self.files[name]) if p is None]
         if absent:
             more = f" ... and {len(absent) - _SHOWN} more" if len(absent) > _SHOWN else ""
-            raise FileNotFoundError(f"{len(absent)} feature files listed in {self.path} not found under root "
+            raise NotFoundError(f"{len(absent)} feature files listed in {self.path} not found under root "
                                     f"'{root}': {absent[:_SHOWN]}{more}; pass root= the folder holding them")
 
     def _entries(self, name, crops, crop):
@@ -194,9 +195,9 @@ class _ListSource:
         if None in crops:
             return [crops[None]]
         if sorted(crops) != list(range(len(crops))):
-            raise ValueError(f"{self.path}: video '{name}' lists crops {sorted(crops)}; expected 0..{len(crops) - 1}")
+            raise InputError(f"{self.path}: video '{name}' lists crops {sorted(crops)}; expected 0..{len(crops) - 1}")
         if crop >= len(crops):
-            raise ValueError(f"{self.path}: crop={crop} but video '{name}' has {len(crops)} crop files; "
+            raise InputError(f"{self.path}: crop={crop} but video '{name}' has {len(crops)} crop files; "
                              f"use -1..{len(crops) - 1}")
         return [crops[c] for c in range(len(crops))] if crop < 0 else [crops[crop]]
 
@@ -208,7 +209,7 @@ class _ListSource:
         try:
             return np.load(file, mmap_mode="r", allow_pickle=False)
         except Exception as e:  # object arrays cannot be memory-mapped; non-.npy files fail to parse
-            raise ValueError(f"cannot read {file} as a numeric .npy array: {e}") from e
+            raise InputError(f"cannot read {file} as a numeric .npy array: {e}") from e
 
     def shape(self, name, crop):
         """-> (n_clips, D) after crop handling; validates every file read for the video."""
@@ -219,7 +220,7 @@ class _ListSource:
             return _clip_shape(arrays[0].shape, crop, self.where(name))
         shapes = sorted({a.shape for a in arrays})
         if len(shapes) != 1 or len(shapes[0]) != 2:
-            raise ValueError(f"{self.where(name)}: per-crop files must all have one shape (n_clips, D); "
+            raise InputError(f"{self.where(name)}: per-crop files must all have one shape (n_clips, D); "
                              f"found {shapes}")
         return _clip_shape(shapes[0], -1, self.where(name))
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from datasets.feature_sources import (  # noqa: F401  canonical_name is public API
     _H5Source, _ListSource, _check_finite, _l2_normalise, canonical_name)
+from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class FeatureStore:
             with np.errstate(over="ignore"):  # float16 overflow becomes inf, caught just below
                 data[a:b] = self._finish(self._read(name, slice(None)))
             if dtype == np.float16 and not np.isfinite(data[a:b].sum(dtype=np.float64)):
-                raise ValueError(f"{self._source.where(name)}: values beyond the float16 range (65504); "
+                raise InputError(f"{self._source.where(name)}: values beyond the float16 range (65504); "
                                  "use storage='memory' or l2_norm=True")
         return data
 
@@ -85,7 +86,7 @@ class FeatureStore:
         missing = [n for n in names if n not in self._index]
         if missing:
             more = f" ... and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-            raise KeyError(f"videos {missing[:_SHOWN]}{more} are not in this FeatureStore ({len(self.names)} "
+            raise MissingKeyError(f"videos {missing[:_SHOWN]}{more} are not in this FeatureStore ({len(self.names)} "
                            "videos); add them to the names passed to open_features")
         return np.array([self._index[n] for n in names], dtype=np.int64)
 
@@ -110,7 +111,7 @@ class FeatureStore:
         idx = [np.asarray(i) for i in idx]
         if len({i.shape for i in idx}) > 1 or any(i.ndim != 1 for i in idx):
             shapes = sorted({i.shape for i in idx})
-            raise ValueError(f"gather needs 1-D index arrays of one length k; got shapes {shapes}")
+            raise InputError(f"gather needs 1-D index arrays of one length k; got shapes {shapes}")
         return self.gather_rows(names, idx).reshape(len(names), len(idx[0]) if idx else 0, self.dim)
 
     def gather_rows(self, names, idx):
@@ -129,11 +130,11 @@ class FeatureStore:
     def _check_index(self, names, idx):
         """-> (vids (B,), concatenated idx int64, lengths (B,)); non-integer or out-of-range indices raise."""
         if len(names) != len(idx):
-            raise ValueError(f"gather got {len(names)} names but {len(idx)} index arrays")
+            raise InputError(f"gather got {len(names)} names but {len(idx)} index arrays")
         vids = self._vids(names)
         idx = [np.asarray(i) for i in idx]
         if any(i.ndim != 1 for i in idx):
-            raise ValueError(f"gather needs 1-D index arrays; got shapes {sorted({i.shape for i in idx})}")
+            raise InputError(f"gather needs 1-D index arrays; got shapes {sorted({i.shape for i in idx})}")
         flat = np.concatenate(idx) if idx else np.empty(0, np.int64)
         if flat.size and not np.issubdtype(flat.dtype, np.integer):
             raise TypeError(f"gather indices must be integers, got dtype {flat.dtype}")
@@ -144,7 +145,7 @@ class FeatureStore:
         bad = np.flatnonzero((flat < 0) | (flat >= limit))
         if bad.size:  # a row past a video's end would silently read the next video in the concatenated array
             i = owner[bad[0]]
-            raise IndexError(f"clip index {flat[bad[0]]} is out of range for video '{names[i]}' with "
+            raise OutOfRangeError(f"clip index {flat[bad[0]]} is out of range for video '{names[i]}' with "
                              f"{self._lengths[vids[i]]} clips (gather row {i}); indices must lie in [0, n_clips)")
         return vids, flat, lengths
 
@@ -161,7 +162,7 @@ class FeatureStore:
         """Yield (video names, float32 (rows, D), lengths int64 (n_videos,)) covering every clip of `names`
         (default: all) once, in order, at most max_rows rows per batch; a longer video comes alone."""
         if max_rows < 1:
-            raise ValueError(f"max_rows must be >= 1, got {max_rows}")
+            raise InputError(f"max_rows must be >= 1, got {max_rows}")
         names = self.names if names is None else list(names)
         vids = self._vids(names)
         lengths = self._lengths[vids]
@@ -219,20 +220,20 @@ def _batch_ends(lengths, max_rows):
 def _check_args(path, names, storage, crop):
     """Validate open_features arguments -> names as a list of str."""
     if storage not in STORAGES:
-        raise ValueError(f"unknown feature storage {storage!r}; use one of {STORAGES}")
+        raise InputError(f"unknown feature storage {storage!r}; use one of {STORAGES}")
     if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < -1:
-        raise ValueError(f"crop must be -1 (average the crops) or a crop index >= 0, got {crop!r}")
+        raise InputError(f"crop must be -1 (average the crops) or a crop index >= 0, got {crop!r}")
     names = list(names)
     if not names:
-        raise ValueError(f"no video names given to read from {path}; check the split file")
+        raise InputError(f"no video names given to read from {path}; check the split file")
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
-        raise ValueError(f"video names must be non-empty strings; got {bad[:_SHOWN]}")
+        raise InputError(f"video names must be non-empty strings; got {bad[:_SHOWN]}")
     if len(set(names)) != len(names):
         dup = sorted(n for n, c in Counter(names).items() if c > 1)
-        raise ValueError(f"video names repeat ({dup[:_SHOWN]}, {len(dup)} in all); request each video once")
+        raise InputError(f"video names repeat ({dup[:_SHOWN]}, {len(dup)} in all); request each video once")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"feature file {path} does not exist (an .h5 file or a .list of .npy paths)")
+        raise NotFoundError(f"feature file {path} does not exist (an .h5 file or a .list of .npy paths)")
     return names
 
 
@@ -241,9 +242,9 @@ def _open_source(path, names, root, crop):
     if h5py.is_hdf5(path):
         return _H5Source(path, names)
     if str(path).lower().endswith((".h5", ".hdf5")):
-        raise ValueError(f"{path} is not a valid HDF5 file (truncated download?)")
+        raise InputError(f"{path} is not a valid HDF5 file (truncated download?)")
     if str(path).lower().endswith(".npy"):
-        raise ValueError(f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video")
+        raise InputError(f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video")
     return _ListSource(path, names, root, crop)
 
 
@@ -253,10 +254,10 @@ def _lengths_and_dim(source, names, dim, crop, path):
     expected = int(shapes[0, 1]) if dim is None else int(dim)
     bad = np.flatnonzero(shapes[:, 1] != expected)
     if bad.size and dim is None:
-        raise ValueError(f"{path}: videos disagree on the feature dimension: {source.where(names[0])} has "
+        raise InputError(f"{path}: videos disagree on the feature dimension: {source.where(names[0])} has "
                          f"D={expected}, {source.where(names[bad[0]])} has D={shapes[bad[0], 1]}")
     if bad.size:
-        raise ValueError(f"{source.where(names[bad[0]])}: feature dimension {shapes[bad[0], 1]} but expected {dim} "
+        raise InputError(f"{source.where(names[bad[0]])}: feature dimension {shapes[bad[0], 1]} but expected {dim} "
                          f"({bad.size} of {len(names)} videos differ); set DATA.FEATURE_DIM to the file's "
                          "dimension or point to the matching feature file")
     return shapes[:, 0], expected
@@ -290,11 +291,11 @@ def write_h5_features(path, features):
         with h5py.File(tmp, "w") as f:
             for name, array in features.items():
                 if not isinstance(name, str) or not name or "/" in name or canonical_name(name) != name:
-                    raise ValueError(f"write_h5_features: {name!r} is not a canonical video name "
+                    raise InputError(f"write_h5_features: {name!r} is not a canonical video name "
                                      f"(e.g. '01_0014'); the '.npy' key suffix is added here")
                 array = np.asarray(array, dtype=np.float32)
                 if array.ndim not in (2, 3):
-                    raise ValueError(f"write_h5_features: video '{name}' has shape {array.shape}; "
+                    raise InputError(f"write_h5_features: video '{name}' has shape {array.shape}; "
                                      "expected (n_clips, D)")
                 f.create_dataset(f"{name}.npy", data=array)
         os.replace(tmp, path)

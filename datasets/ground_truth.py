@@ -15,6 +15,7 @@ import re
 import numpy as np
 
 from datasets.splits import DATASETS
+from utils.errors import InputError, MissingKeyError, NotFoundError
 
 
 def frame_labels(videos, dataset, mask_dir=None, annotation=None):
@@ -24,11 +25,11 @@ def frame_labels(videos, dataset, mask_dir=None, annotation=None):
     or the XD `test_gt_intervals.json`.
     """
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
+        raise InputError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
     if dataset in ('shanghaitech', 'demo'):
         return {v.name: _sht_labels(v, mask_dir) for v in videos}
     if annotation is None:
-        raise ValueError(f"{dataset} ground truth needs annotation= (data/ucf_crime/"
+        raise InputError(f"{dataset} ground truth needs annotation= (data/ucf_crime/"
                          f"Temporal_Anomaly_Annotation_New.txt or data/xd_violence/test_gt_intervals.json)")
     table = _read_ucf_annotation(annotation) if dataset == 'ucf_crime' else _read_xd_intervals(annotation)
     return {v.name: _interval_labels(v, table, annotation) for v in videos}
@@ -38,13 +39,13 @@ def _sht_labels(video, mask_dir):
     """Abnormal -> its mask; normal -> zeros(n_frames) (REFERENCE §1.6)."""
     if video.label == 1:
         if mask_dir is None:
-            raise ValueError(f"abnormal video '{video.name}' needs its frame mask: pass mask_dir= "
+            raise InputError(f"abnormal video '{video.name}' needs its frame mask: pass mask_dir= "
                              f"(e.g. data/shanghaitech/test_frame_mask)")
         mask = load_mask(os.path.join(mask_dir, f'{video.name}.npy'))
         _check_length(video, len(mask), os.path.join(mask_dir, f'{video.name}.npy'))
         return mask
     if video.n_frames is None:
-        raise ValueError(f"normal video '{video.name}' has no frame count, so its all-zero GT has no length: "
+        raise InputError(f"normal video '{video.name}' has no frame count, so its all-zero GT has no length: "
                          f"read the test split from the `name,label,frames` txt (SH_Test_NEW.txt), "
                          f"not from a feature list")
     return np.zeros(video.n_frames, dtype=np.uint8)
@@ -53,22 +54,22 @@ def _sht_labels(video, mask_dir):
 def load_mask(path):
     """Untrusted `.npy` frame mask -> uint8 (n_frames,) of 0/1; never unpickles."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"frame mask '{path}' does not exist: every abnormal test video needs "
+        raise NotFoundError(f"frame mask '{path}' does not exist: every abnormal test video needs "
                                 f"<mask_dir>/<name>.npy; check mask_dir and the video name")
     try:
         mask = np.load(path, allow_pickle=False)
     except ValueError as e:  # object arrays (pickles) land here
-        raise ValueError(f"frame mask '{path}' is not a plain numeric .npy array ({e}); save it with "
+        raise InputError(f"frame mask '{path}' is not a plain numeric .npy array ({e}); save it with "
                          f"np.save(path, mask.astype(np.uint8))") from e
     if mask.ndim != 1 or not np.isin(mask, (0, 1)).all():
-        raise ValueError(f"frame mask '{path}' must be a 1-D array of 0/1 (one per frame), got shape "
+        raise InputError(f"frame mask '{path}' must be a 1-D array of 0/1 (one per frame), got shape "
                          f"{mask.shape} with values {np.unique(mask)[:5]}; save it as a 1-D uint8 0/1 array")
     return mask.astype(np.uint8)
 
 
 def _check_length(video, n, source):
     if video.n_frames is not None and video.n_frames != n:
-        raise ValueError(f"video '{video.name}': the split says {video.n_frames} frames but {source} has {n}; "
+        raise InputError(f"video '{video.name}': the split says {video.n_frames} frames but {source} has {n}; "
                          f"fix the split's frame count or the annotation")
 
 
@@ -88,7 +89,7 @@ def _parse_ucf_row(path, line_no, line):
     """`video.mp4 class s1 e1 s2 e2 frames` -> (name, frames, segments up to the first -1)."""
     parts = line.split()
     if len(parts) != 7 or not all(re.fullmatch(r'-?\d+', x) for x in parts[2:]):
-        raise ValueError(f"{path}:{line_no}: malformed line {line.strip()!r}; expected "
+        raise InputError(f"{path}:{line_no}: malformed line {line.strip()!r}; expected "
                          f"`video.mp4<TAB>class<TAB>s1<TAB>e1<TAB>s2<TAB>e2<TAB>frames` (-1 = no segment)")
     name, values = os.path.splitext(parts[0])[0], [int(x) for x in parts[2:]]
     bounds = values[:4]
@@ -105,19 +106,19 @@ def _read_xd_intervals(path):
     try:
         return {name: (int(v['frames']), [tuple(s) for s in v['segments']]) for name, v in raw.items()}
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{path}: every entry must be {{\"frames\": N, \"segments\": [[start, end], ...]}} "
+        raise InputError(f"{path}: every entry must be {{\"frames\": N, \"segments\": [[start, end], ...]}} "
                          f"({type(e).__name__}: {e})") from None
 
 
 def _check_file(path, what):
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"annotation file '{path}' does not exist: pass annotation= pointing at {what}")
+        raise NotFoundError(f"annotation file '{path}' does not exist: pass annotation= pointing at {what}")
 
 
 def _interval_labels(video, table, path):
     """(n_frames, segments) row of one video -> uint8 (n_frames,), end exclusive, clipped to the video."""
     if video.name not in table:
-        raise KeyError(f"video '{video.name}' has no row in {path} (names there look like "
+        raise MissingKeyError(f"video '{video.name}' has no row in {path} (names there look like "
                        f"'{next(iter(table), '')}'); check that the split and the annotation are of one dataset")
     n, segments = table[video.name]
     _check_length(video, n, path)

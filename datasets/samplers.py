@@ -1,6 +1,7 @@
 """Stage-2 batches: B normal + B abnormal videos per iteration, sharded across distributed ranks."""
 import numpy as np
 import torch
+from utils.errors import InputError
 
 
 def rank_share(batch_size, rank, world_size):
@@ -10,7 +11,7 @@ def rank_share(batch_size, rank, world_size):
     world size up to batch_size is valid; Trainer weights each rank's loss by its share.
     """
     if world_size > batch_size:
-        raise ValueError(f"STAGE2.BATCH_SIZE = {batch_size} videos per class cannot be shared by {world_size} "
+        raise InputError(f"STAGE2.BATCH_SIZE = {batch_size} videos per class cannot be shared by {world_size} "
                          f"processes (each needs one video of each class): use at most {batch_size} processes "
                          f"or raise STAGE2.BATCH_SIZE to at least {world_size}")
     base, extra = divmod(batch_size, world_size)
@@ -30,7 +31,7 @@ class PairedBatchSampler(torch.utils.data.Sampler):
         self.first, self.share = rank_share(batch_size, rank, world_size)
         for kind, idx in (("normal", normal), ("abnormal", abnormal)):
             if len(idx) < batch_size:
-                raise ValueError(f"the train split has {len(idx)} {kind} videos, fewer than STAGE2.BATCH_SIZE = "
+                raise InputError(f"the train split has {len(idx)} {kind} videos, fewer than STAGE2.BATCH_SIZE = "
                                  f"{batch_size}: lower STAGE2.BATCH_SIZE")
         self.normal, self.abnormal = np.asarray(normal), np.asarray(abnormal)
         self.batch_size, self.rank, self.world_size, self.seed = batch_size, rank, world_size, seed

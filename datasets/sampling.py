@@ -4,6 +4,7 @@ MIST_REFERENCE.md §1.3. The official default is called 'uniform' there, althoug
 sub-bags; the paper's Table 4 baseline of L x T isolated clips is our 'isolated'.
 """
 import numpy as np
+from utils.errors import InputError
 
 MODES = ("uniform", "random", "isolated")
 
@@ -33,9 +34,9 @@ def sparse_continuous_sample(num_clips, part_num, part_len, mode, rng):
     rng: np.random.Generator.
     """
     if mode not in MODES:
-        raise ValueError(f"unknown sampling mode {mode!r}; use one of {MODES} (STAGE1.SAMPLING)")
+        raise InputError(f"unknown sampling mode {mode!r}; use one of {MODES} (STAGE1.SAMPLING)")
     if num_clips < 1:
-        raise ValueError(f"cannot sample a video with {num_clips} clips; every video needs at least one clip")
+        raise InputError(f"cannot sample a video with {num_clips} clips; every video needs at least one clip")
     if mode == "isolated":
         total = part_num * part_len
         return ((np.arange(total) + rng.random()) * num_clips // total).astype(np.int64)

@@ -6,12 +6,13 @@ each segment mean is then L2-normalised. 0-based here: b = round(linspace(0, n-1
 (half away from zero). As in that code the last clip only enters a segment through an empty range.
 """
 import numpy as np
+from utils.errors import InputError
 
 
 def segment_bounds(num_clips, num_segments=32):
     """-> (start, stop) int64 (S,) each: segment s pools clips [start_s, stop_s), stop_s > start_s."""
     if num_clips < 1:
-        raise ValueError(f"cannot cut a video with {num_clips} clips into segments; it needs at least one clip")
+        raise InputError(f"cannot cut a video with {num_clips} clips into segments; it needs at least one clip")
     bounds = np.floor(np.linspace(0, num_clips - 1, num_segments + 1) + 0.5).astype(np.int64)
     start, stop = bounds[:-1], bounds[1:]
     return start, np.where(stop > start, stop, start + 1)  # an empty range takes its start clip alone
@@ -21,7 +22,7 @@ def pool_segments(features, num_segments=32, l2_norm=False):
     """features: (n_clips, D) -> float32 (num_segments, D) segment means (L2-normalised if l2_norm)."""
     x = np.asarray(features, dtype=np.float64)
     if x.ndim != 2:
-        raise ValueError(f"pool_segments expects clip features of shape (n_clips, D), got {x.shape}")
+        raise InputError(f"pool_segments expects clip features of shape (n_clips, D), got {x.shape}")
     start, stop = segment_bounds(len(x), num_segments)
     cumsum = np.concatenate([np.zeros((1, x.shape[1])), np.cumsum(x, axis=0)])
     pooled = (cumsum[stop] - cumsum[start]) / (stop - start)[:, None]
@@ -41,7 +42,7 @@ class SegmentBagSampler:
     def __init__(self, store, normal, abnormal, batch_size, num_segments, rng, l2_norm=False):
         for kind, names in (("normal", normal), ("abnormal", abnormal)):
             if len(names) < batch_size:
-                raise ValueError(f"the train split has {len(names)} {kind} videos, fewer than STAGE1.BATCH_SIZE = "
+                raise InputError(f"the train split has {len(names)} {kind} videos, fewer than STAGE1.BATCH_SIZE = "
                                  f"{batch_size}: lower STAGE1.BATCH_SIZE or add videos")
         self.normal, self.abnormal, self.batch_size, self.rng = list(normal), list(abnormal), batch_size, rng
         self.segments = {name: pool_segments(store.get(name), num_segments, l2_norm)

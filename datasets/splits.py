@@ -15,6 +15,7 @@ Every video is returned once, in file order, with a canonical name (no extension
 import os
 import re
 from dataclasses import dataclass
+from utils.errors import InputError, NotFoundError
 
 DATASETS = ('shanghaitech', 'ucf_crime', 'xd_violence', 'demo')
 
@@ -50,12 +51,12 @@ def read_split(path, dataset, cfg_key=None):
     _check_dataset(dataset)
     key = cfg_key or 'DATA.TRAIN_SPLIT / DATA.TEST_SPLIT'
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"split file '{path}' does not exist: set {key} to an existing split "
+        raise NotFoundError(f"split file '{path}' does not exist: set {key} to an existing split "
                                 f"(the official ones are under data/{dataset}/)")
     with open(path) as f:
         lines = [(i, ln.strip()) for i, ln in enumerate(f, 1) if ln.strip()]
     if not lines:
-        raise ValueError(f"split '{path}' is empty (no video lines): point {key} at a non-empty split")
+        raise InputError(f"split '{path}' is empty (no video lines): point {key} at a non-empty split")
     fmt = _detect_format(path, lines[0])
     rows = [_parse_line(path, i, ln, fmt) for i, ln in lines]
     videos = _group_crops(path, rows) if fmt == 'feature_list' else _check_unique(path, rows)
@@ -64,7 +65,7 @@ def read_split(path, dataset, cfg_key=None):
 
 def _check_dataset(dataset):
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
+        raise InputError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
 
 
 def _detect_format(path, first):
@@ -73,7 +74,7 @@ def _detect_format(path, first):
         if regex.match(first[1]):
             return fmt
     expected = '; '.join(f'{k}: {v[1]}' for k, v in _FORMATS.items())
-    raise ValueError(f"{path}:{first[0]}: cannot tell the split format from {first[1]!r}; expected one of "
+    raise InputError(f"{path}:{first[0]}: cannot tell the split format from {first[1]!r}; expected one of "
                      f"{expected}")
 
 
@@ -82,7 +83,7 @@ def _parse_line(path, line_no, line, fmt):
     regex, expected = _FORMATS[fmt]
     m = regex.match(line)
     if m is None:
-        raise ValueError(f"{path}:{line_no}: malformed line {line!r}; this file is in {fmt} format, "
+        raise InputError(f"{path}:{line_no}: malformed line {line!r}; this file is in {fmt} format, "
                          f"every line must be {expected}")
     return line_no, m.groups()
 
@@ -92,7 +93,7 @@ def _check_unique(path, rows):
     seen = {}
     for line_no, groups in rows:
         if groups[0] in seen:
-            raise ValueError(f"{path}:{line_no}: video '{groups[0]}' is listed twice (first at line "
+            raise InputError(f"{path}:{line_no}: video '{groups[0]}' is listed twice (first at line "
                              f"{seen[groups[0]]}); remove the duplicate line")
         seen[groups[0]] = line_no
     return rows
@@ -127,14 +128,14 @@ def _label_from_name(name, dataset, where):
         return int('Normal' not in name)
     if dataset == 'xd_violence':
         if '_label_' not in name:
-            raise ValueError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, so its "
+            raise InputError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, so its "
                              f"label is unknown; use the official rgb.list / rgb_test.list names")
         return int(name.rsplit('_label_', 1)[1] != 'A')
     # SHT: the weakly-supervised split takes its abnormal videos from the original test set, whose names
     # have a 4-digit second part (01_0014); the original training set (all normal) has 3 digits (01_002).
     m = re.fullmatch(r'\d+_(\d{3,4})', name)
     if m is None:
-        raise ValueError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech names look "
+        raise InputError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech names look "
                          f"like 01_0014 = abnormal, 01_002 = normal); use a `name,label` split file instead")
     return int(len(m.group(1)) == 4)
 

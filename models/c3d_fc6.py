@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from models.c3d import C3D
 from models.weights import CheckpointError, load_weights, read_checkpoint, unwrap_checkpoint
+from utils.errors import InputError
 
 
 class C3DFc6(nn.Module):
@@ -33,7 +34,7 @@ class C3DFc6(nn.Module):
         conv5b, _ = self.backbone(clips)  # already after ReLU
         x = self.pool5(conv5b).flatten(1)
         if x.shape[1] != self.fc6.in_features:
-            raise ValueError(f"C3D fc6 takes {self.fc6.in_features} pool5 values per clip but this input gives "
+            raise InputError(f"C3D fc6 takes {self.fc6.in_features} pool5 values per clip but this input gives "
                              f"{x.shape[1]} (input {tuple(clips.shape[-3:])}); use the C3D test transform "
                              "(resize 128x171, centre crop 112, DATA.TEST_SIZE [])")
         return F.relu(self.fc6(x))

@@ -9,6 +9,7 @@ from yacs.config import CfgNode
 from configs.defaults import get_cfg_defaults
 from models.build import build_generator, build_model
 from models.weights import load_weights, read_checkpoint
+from utils.errors import InputError
 
 
 def checkpoint_cfg(state, cfg):
@@ -36,7 +37,7 @@ def load_generator(path):
     """Stage-1 checkpoint (tools/train_stage1.py) -> (MILGenerator in eval mode, its training config)."""
     state = read_checkpoint(path)
     if not (isinstance(state, dict) and state.get("kind") == "stage1"):
-        raise ValueError(f"{path} is not a stage-1 checkpoint (no kind 'stage1'); pass a checkpoints/*.pth of "
+        raise InputError(f"{path} is not a stage-1 checkpoint (no kind 'stage1'); pass a checkpoints/*.pth of "
                          "a tools/train_stage1.py run")
     train_cfg = CfgNode.load_cfg(state["cfg"])
     model = build_generator(train_cfg)
@@ -47,7 +48,7 @@ def load_generator(path):
 def inference_amp(amp, device):
     """INFER.AMP 'auto' | 'off' | 'bf16' | 'fp16' -> the mode for torch.autocast: auto = fp16 on CUDA, else off."""
     if amp not in ("auto", "off", "bf16", "fp16"):
-        raise ValueError(f"INFER.AMP = {amp!r} is not one of ('auto', 'off', 'bf16', 'fp16')")
+        raise InputError(f"INFER.AMP = {amp!r} is not one of ('auto', 'off', 'bf16', 'fp16')")
     if amp == "auto":
         return "fp16" if torch.device(device).type == "cuda" else "off"
     return amp

@@ -1,5 +1,6 @@
 """Stage-1 MIL ranking loss (MIST_REFERENCE.md §1.4, §2.1, §2.3)."""
 import torch
+from utils.errors import InputError
 
 BAG_SCORES = ("topk", "subbag_mean")
 
@@ -14,9 +15,9 @@ def bag_scores(scores, topk, bag_score="topk", part_len=None):
         return scores.topk(topk, dim=1).values.mean(dim=1)
     if bag_score == "subbag_mean":
         if not part_len or scores.shape[1] % part_len:
-            raise ValueError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
+            raise InputError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
         return scores.unflatten(1, (-1, part_len)).mean(dim=2).amax(dim=1)
-    raise ValueError(f"unknown bag_score {bag_score!r}; use one of {BAG_SCORES} (STAGE1.BAG_SCORE)")
+    raise InputError(f"unknown bag_score {bag_score!r}; use one of {BAG_SCORES} (STAGE1.BAG_SCORE)")
 
 
 def mil_ranking_loss(normal_scores, abnormal_scores, topk, lambda_sparse, lambda_smooth,

@@ -5,6 +5,7 @@ from torch import nn
 from models.c3d import C3D
 from models.i3d import I3D
 from models.sga import SelfGuidedAttention
+from utils.errors import InputError
 
 BACKBONES = {"i3d": I3D, "c3d": C3D}
 
@@ -23,7 +24,7 @@ class MIST(nn.Module):
     def __init__(self, backbone="i3d", expand_k=8, dropout=0.8, width=1.0, use_sga=True):
         super().__init__()
         if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; use one of {sorted(BACKBONES)}")
+            raise InputError(f"unknown backbone {backbone!r}; use one of {sorted(BACKBONES)}")
         self.backbone_name = backbone
         self.backbone = BACKBONES[backbone](width=width)
         self.sga = SelfGuidedAttention(self.backbone.sga_channels, expand_k=expand_k, out_t=2) if use_sga else None

@@ -2,6 +2,7 @@
 import torch
 from torch import nn
 from torch.nn import functional as F
+from utils.errors import InputError
 
 
 class SelfGuidedAttention(nn.Module):
@@ -18,7 +19,7 @@ class SelfGuidedAttention(nn.Module):
     def __init__(self, in_channels, expand_k=8, out_t=2):
         super().__init__()
         if out_t not in (2, 4):
-            raise ValueError(f"SelfGuidedAttention out_t must be 2 or 4 (the official variants), got {out_t}")
+            raise InputError(f"SelfGuidedAttention out_t must be 2 or 4 (the official variants), got {out_t}")
         self.expand_k = expand_k
         heads = 2 * expand_k
         # out_t=2 (the variant used, §3.1) pads T by 0 so T 4->2; out_t=4 pads by 1 and keeps T=4.

@@ -23,6 +23,7 @@ from models.c3d import C3D
 from models.i3d import I3D
 from models.mist import MIST
 from utils.checkpoint import torch_load_safely
+from utils.errors import InputError
 
 log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" logger
 
@@ -35,7 +36,7 @@ PIERGIAJ_BRANCHES = {"b0": "branch_0", "b1a": "branch_1.0", "b1b": "branch_1.1",
 DAVIDEA_RENAMES = {"conv1": "conv1a", "conv2": "conv2a"}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that does not fit the model; the message names the file, the key and the fix."""
 
 

@@ -16,6 +16,7 @@ from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
 from tools import test as test_tool
 from tools import train_stage2
 from utils.config import REPO_ROOT
+from utils.errors import UserError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # BatchNorm trains from the first epoch (no frozen phase) with dropout on: what resume must reproduce
@@ -117,7 +118,7 @@ def test_uneven_shares_train_the_weights_of_one_process(videos, tmp_path):
 
 def test_sync_bn_on_the_cpu_is_refused_before_any_work(videos, tmp_path):
     out = tmp_path / "syncbn"
-    with pytest.raises(SystemExit, match="STAGE2.SYNC_BN True needs CUDA devices"):
+    with pytest.raises(UserError, match="STAGE2.SYNC_BN True needs CUDA devices"):
         train_stage2.main(tiny_stage2_opts(videos, out, **{"STAGE2.SYNC_BN": True, "DEVICE": "cpu"}))
     assert not out.exists()
 

@@ -12,6 +12,7 @@ from models.mist import MIST
 from tools import export as export_tool
 from tools import infer
 from utils.config import load_cfg
+from utils.errors import UserError
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 SIZES = {"i3d": "[32, 32]", "c3d": "[32, 40, 32]"}
@@ -72,7 +73,7 @@ def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(export_tool, "run_torchscript", lambda p, x: [np.full((3,), 2.0), np.zeros((3, 2))])
     assert export_tool.main([str(path), str(tmp_path / "bad"), "--formats", "torchscript", *_opts("c3d")]) == 1
     assert not list(tmp_path.glob("bad*"))
-    with pytest.raises(SystemExit, match="comma-separated subset"):
+    with pytest.raises(UserError, match="comma-separated subset"):
         export_tool.main([str(path), str(tmp_path / "bad"), "--formats", "onnx,tflite", *_opts("c3d")])
 
 

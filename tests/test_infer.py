@@ -19,6 +19,7 @@ from tools import infer
 from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
 from utils.stream import FrameReader, source_kind, source_name
 from utils.video_scoring import score_videos_on_frames
+from utils.errors import UserError
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,9 +165,9 @@ def test_calibrated_threshold_drives_the_alarms(model, run_real, tmp_path):
     assert expected and result["alarms"] == [a.to_dict(30.0) for a in expected]
     events = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines() if '"event"' in x]
     assert [e["event"] for e in events] == ["alarm_start", "alarm_end"] * len(expected)
-    with pytest.raises(SystemExit, match="go together"):
+    with pytest.raises(UserError, match="go together"):
         infer.main([str(REAL), "--model", str(model[0]), "--far", "0.001", *TINY])
-    with pytest.raises(SystemExit, match="not a file, a camera index"):
+    with pytest.raises(UserError, match="not a file, a camera index"):
         infer.main([str(tmp_path / "missing.mp4"), "--model", str(model[0]), *TINY])
 
 

@@ -8,6 +8,7 @@ import yaml
 from tools import pl_quality
 from utils.config import REPO_ROOT
 from utils.pseudo_labels import save_pseudo_labels
+from utils.errors import UserError
 
 OFFICIAL = REPO_ROOT / "data" / "shanghaitech" / "official_pseudo_labels"
 
@@ -51,5 +52,5 @@ def test_run_folder_before_and_after_hand_computed(tmp_path, capsys):
 
 
 def test_missing_masks_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         pl_quality.main([str(OFFICIAL / "SHT_I3D_PLs.npy"), "--masks", str(tmp_path / "none")])

@@ -9,6 +9,7 @@ from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
 from tools import test as test_tool
 from tools import train_stage1
 from utils.pseudo_labels import load_score_dict
+from utils.errors import UserError
 
 
 DROPOUT = {"STAGE1.DROPOUT": 0.6}  # exercises the torch random stream too
@@ -56,7 +57,7 @@ def test_resume_continues_exactly(tiny, tmp_path):
     """The numpy sampling stream and the torch dropout stream are restored, so 4 + 2 epochs == 6 epochs."""
     train_stage1.main(tiny_opts(tiny, tmp_path / "straight", epochs=6, **DROPOUT))
     train_stage1.main(tiny_opts(tiny, tmp_path / "resumed", epochs=4, **DROPOUT))
-    with pytest.raises(SystemExit, match="already holds a finished run"):
+    with pytest.raises(UserError, match="already holds a finished run"):
         train_stage1.main(tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
     train_stage1.main(["--resume"] + tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")

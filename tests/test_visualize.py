@@ -17,6 +17,7 @@ from utils.checkpoint import save_checkpoint
 from utils.config import load_cfg
 from utils.evaluation import evaluate
 from utils.gradcam import denormalise, grad_cam, gradcam_panel, heatmap, overlay
+from utils.errors import UserError
 
 COLOUR = (10, 60, 200)  # BGR: a red-dominant colour, so a channel swap is visible
 
@@ -68,9 +69,9 @@ def test_helpers_choose_videos_and_runs(stage1_run):
     _, videos = load_splits(load_cfg(run / "config.yaml"), need_train=False)
     chosen = visualize.choose_videos(videos, [], 4)
     assert [v.label for v in chosen] == [1, 1, 1, 0]
-    with pytest.raises(SystemExit, match="not in the test split"):
+    with pytest.raises(UserError, match="not in the test split"):
         visualize.choose_videos(videos, ["nope"], 4)
-    with pytest.raises(SystemExit, match="VIDEO:SEGMENT"):
+    with pytest.raises(UserError, match="VIDEO:SEGMENT"):
         visualize._parse_clip("te_0001")
 
 

@@ -17,6 +17,7 @@ from models.mist import MIST
 from models.weights import (CheckpointError, convert_state_dict, detect_format, load_weights,
                             to_official_state_dict, unwrap_checkpoint)
 from tests.golden_weights import manifest
+from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 PIERGIAJ_PAIRS = manifest("pretrained_key_mapping")[
@@ -232,11 +233,11 @@ def test_convert_weights_tool_round_trip(mist_c3d, tmp_path, capsys):
     restored = to_official_state_dict(converted, "c3d")
     assert list(restored) == list(official) and all(torch.equal(restored[k], official[k]) for k in official)
     assert load_weights(mist_c3d, out).format == "mist"
-    with pytest.raises(SystemExit, match="exists; pass --force"):
+    with pytest.raises(UserError, match="exists; pass --force"):
         tool.main([str(src), str(out)])
     tool.main([str(save(dummy("DavideA_C3D"), tmp_path / "c3d.pickle")), str(out), "--force"])
     backbone_keys = [f"backbone.{k}" for k in _empty_model(C3D).state_dict()]
     assert list(torch.load(out, weights_only=True)) == backbone_keys
-    with pytest.raises(SystemExit, match="holds C3D weights"):
+    with pytest.raises(UserError, match="holds C3D weights"):
         tool.main([str(tmp_path / "c3d.pickle"), str(tmp_path / "x.pth"), "--backbone", "i3d"])
     assert not (tmp_path / "x.pth").exists()

@@ -18,6 +18,8 @@ import torch  # noqa: E402
 
 from models.mist import MIST  # noqa: E402
 from models.weights import CheckpointError, check_against, convert_state_dict, read_checkpoint  # noqa: E402
+from utils.errors import ExistsError  # noqa: E402
+from utils import cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,7 +36,7 @@ def convert(src, dst, backbone=None, force=False):
     """src checkpoint -> dst plain state dict (tmp file + rename) -> LoadReport."""
     dst = Path(dst)
     if dst.exists() and not force:
-        raise FileExistsError(f"{dst} exists; pass --force to overwrite it")
+        raise ExistsError(f"{dst} exists; pass --force to overwrite it")
     state_dict, report = convert_state_dict(read_checkpoint(src), backbone, source=str(src))
     if report.backbone not in ("i3d", "c3d"):
         raise CheckpointError(f"{src}: holds no backbone tensors; pass --backbone i3d|c3d")
@@ -52,13 +54,10 @@ def convert(src, dst, backbone=None, force=False):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        report = convert(args.input, args.output, args.backbone, args.force)
-    except (CheckpointError, FileExistsError, FileNotFoundError) as err:
-        raise SystemExit(f"error: {err}")
+    report = convert(args.input, args.output, args.backbone, args.force)
     print(report)
     print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -22,6 +22,7 @@ from tools import test as test_tool  # noqa: E402
 from tools import train_stage1, train_stage2  # noqa: E402
 from tools.make_h5 import make_h5  # noqa: E402
 from utils.config import REPO_ROOT  # noqa: E402
+from utils import cli  # noqa: E402
 
 CONFIGS = REPO_ROOT / "configs" / "demo"
 
@@ -85,4 +86,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -37,9 +37,11 @@ from torch import nn  # noqa: E402
 
 from datasets.build import stage2_transforms  # noqa: E402
 from models.loading import load_generator, load_mist  # noqa: E402
-from models.weights import CheckpointError, read_checkpoint  # noqa: E402
+from models.weights import read_checkpoint  # noqa: E402
 from utils.checkpoint import write_json  # noqa: E402
-from utils.config import ConfigError, load_cfg  # noqa: E402
+from utils.config import load_cfg  # noqa: E402
+from utils.errors import InputError  # noqa: E402
+from utils import cli  # noqa: E402
 
 logger = logging.getLogger("mist.export")
 OPSET = 17
@@ -104,7 +106,7 @@ def max_diff(ours, reference):
 
 def export_onnx(module, example, path, input_name, output_names):
     if importlib.util.find_spec("onnx") is None:  # torch.onnx.export serialises through the onnx package
-        raise ValueError("ONNX export needs the onnx package: pip install -r requirements-optional.txt "
+        raise InputError("ONNX export needs the onnx package: pip install -r requirements-optional.txt "
                          "(or export only TorchScript: --formats torchscript)")
     with warnings.catch_warnings():  # the TorchScript-based exporter announces its deprecation
         warnings.simplefilter("ignore")
@@ -195,11 +197,9 @@ def main(argv=None):
     cfg = load_cfg(args.cfg or None, args.opts)
     formats = [f for f in args.formats.split(",") if f]
     if not formats or set(formats) - set(FORMATS):
-        raise SystemExit(f"error: --formats {args.formats!r}: use a comma-separated subset of {','.join(FORMATS)}")
+        raise InputError(f"--formats {args.formats!r}: use a comma-separated subset of {','.join(FORMATS)}")
     try:
         meta = export(args.checkpoint, args.out, cfg, formats)
-    except (CheckpointError, FileNotFoundError, ValueError, ConfigError) as err:
-        raise SystemExit(f"error: {err}")
     except ParityError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -209,4 +209,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -44,7 +44,6 @@ import torch  # noqa: E402
 from datasets.build import stage2_transforms  # noqa: E402
 from models.loading import inference_amp, load_mist  # noqa: E402
 from models.mist import anomaly_score  # noqa: E402
-from models.weights import CheckpointError  # noqa: E402
 from utils.alarms import AlarmTracker, min_duration_frames  # noqa: E402
 from utils.calibration import select_threshold  # noqa: E402
 from utils.checkpoint import write_json  # noqa: E402
@@ -52,6 +51,8 @@ from utils.config import load_cfg  # noqa: E402
 from utils.env import resolve_device  # noqa: E402
 from utils.stream import AnnotatedWriter, FrameReader, open_source, source_name  # noqa: E402
 from utils.video_scoring import autocast  # noqa: E402
+from utils.errors import InputError, NotFoundError  # noqa: E402
+from utils import cli  # noqa: E402
 
 CLIP_LEN = 16
 DEFAULT_FPS = 25.0
@@ -89,8 +90,8 @@ class OnnxScorer:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise SystemExit("error: running an .onnx model needs onnxruntime: "
-                             "pip install -r requirements-optional.txt") from None
+            raise InputError("running an .onnx model needs onnxruntime: pip install -r requirements-optional.txt") \
+                from None
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -113,15 +114,15 @@ def load_scorer(path, cfg, device):
     """--model -> (scorer, transform settings {backbone, dataset, test_size, ten_crop}, backend name)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--model {str(path)!r} does not exist (a stage-2 checkpoint, .onnx or .pt export)")
+        raise NotFoundError(f"--model {str(path)!r} does not exist (a stage-2 checkpoint, .onnx or .pt export)")
     if path.suffix.lower() == ".onnx" or is_torchscript(path):
         meta_path = path.with_suffix(".json")
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{meta_path} (written by tools/export.py beside {path.name}) is missing; it "
+            raise NotFoundError(f"{meta_path} (written by tools/export.py beside {path.name}) is missing; it "
                                     "tells how to preprocess frames for this exported model")
         meta = json.loads(meta_path.read_text())
         if meta.get("kind") != "stage2":
-            raise ValueError(f"{path} is an export of a {meta.get('kind')} model; infer.py runs stage-2 (MIST) models")
+            raise InputError(f"{path} is an export of a {meta.get('kind')} model; infer.py runs stage-2 (MIST) models")
         scorer = OnnxScorer(path, device) if path.suffix.lower() == ".onnx" else TorchScriptScorer(path, device)
         return scorer, {k: meta[k] for k in ("backbone", "dataset", "test_size", "ten_crop")}, type(scorer).__name__
     model, model_cfg = load_mist(path, cfg)
@@ -143,18 +144,18 @@ def frame_transform(cfg, settings):
 def check_infer_cfg(cfg):
     i = cfg.INFER
     if i.DROP not in ("auto", "drop", "block"):
-        raise ValueError(f"INFER.DROP = {i.DROP!r} is not one of ('auto', 'drop', 'block')")
+        raise InputError(f"INFER.DROP = {i.DROP!r} is not one of ('auto', 'drop', 'block')")
     for key in ("STRIDE", "BATCH_SIZE", "QUEUE_SIZE"):
         if i[key] < 1:
-            raise ValueError(f"INFER.{key} must be >= 1, got {i[key]}")
+            raise InputError(f"INFER.{key} must be >= 1, got {i[key]}")
     if i.MIN_FRAMES < 0 or i.MIN_SECONDS < 0 or i.FPS < 0:
-        raise ValueError("INFER.MIN_FRAMES, INFER.MIN_SECONDS and INFER.FPS must be >= 0")
+        raise InputError("INFER.MIN_FRAMES, INFER.MIN_SECONDS and INFER.FPS must be >= 0")
 
 
 def alarm_threshold(cfg, args):
     """-> (threshold, calibration row or None): --calibration/--far, else INFER.THRESHOLD."""
     if (args.calibration is None) != (args.far is None):
-        raise ValueError("--calibration FILE and --far RATE go together (e.g. --far 0.001 for 0.1 % false alarms)")
+        raise InputError("--calibration FILE and --far RATE go together (e.g. --far 0.001 for 0.1 % false alarms)")
     if args.calibration is None:
         return cfg.INFER.THRESHOLD, None
     row = select_threshold(args.calibration, args.far)
@@ -288,17 +289,14 @@ def _end_on_sigterm():
 
 
 def setup(args, cfg):
-    """-> everything a run needs (model, source, alarm settings); a user mistake -> SystemExit with the message."""
-    try:
-        check_infer_cfg(cfg)
-        threshold, calibration = alarm_threshold(cfg, args)
-        low = threshold if cfg.INFER.LOW_THRESHOLD < 0 else cfg.INFER.LOW_THRESHOLD
-        AlarmTracker(threshold, low)  # low > threshold is refused before the model and the source are opened
-        device = resolve_device(cfg.DEVICE)
-        scorer, settings, backend = load_scorer(args.model, cfg, device)
-        cap, kind, source_fps = open_source(args.source)
-    except (ValueError, FileNotFoundError, CheckpointError, RuntimeError) as err:
-        raise SystemExit(f"error: {err}")
+    """-> everything a run needs (model, source, alarm settings), checked before anything is written."""
+    check_infer_cfg(cfg)
+    threshold, calibration = alarm_threshold(cfg, args)
+    low = threshold if cfg.INFER.LOW_THRESHOLD < 0 else cfg.INFER.LOW_THRESHOLD
+    AlarmTracker(threshold, low)  # low > threshold is refused before the model and the source are opened
+    device = resolve_device(cfg.DEVICE)
+    scorer, settings, backend = load_scorer(args.model, cfg, device)
+    cap, kind, source_fps = open_source(args.source)
     fps = cfg.INFER.FPS or source_fps or DEFAULT_FPS
     return SimpleNamespace(threshold=threshold, low=low, calibration=calibration, scorer=scorer, settings=settings,
                            backend=backend, cap=cap, kind=kind, fps=fps,
@@ -334,7 +332,8 @@ def main(argv=None):
               "windows": {"frame": outputs.frames, "score": outputs.scores}}
     write_json(out_dir / "timeline.json", result)
     if reader.error is not None:  # the outputs hold everything scored before it
-        raise SystemExit(f"error: reading {args.source} failed after {reader.read} frames: {reader.error}")
+        raise InputError(f"reading {args.source} failed after {reader.read} frames: {reader.error} (the outputs in "
+                         f"{out_dir} hold everything scored before it)")
     logger.info("%s: %d frames (%d dropped), %d windows, %d alarms in %.1f s: %.1f frames/s, latency p50 %.0f ms, "
                 "p95 %.0f ms", "interrupted" if interrupted else "done", kept, stats["frames_dropped"],
                 stats["windows"], len(tracker.alarms), stats["seconds"], stats["fps"],
@@ -343,4 +342,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -22,9 +22,11 @@ import numpy as np  # noqa: E402
 from datasets.ground_truth import load_mask  # noqa: E402
 from datasets.splits import read_split  # noqa: E402
 from utils.config import REPO_ROOT, resolve_input_path  # noqa: E402
+from utils.errors import InputError, NotFoundError  # noqa: E402
 from utils.evaluation import expand_to_frames  # noqa: E402
 from utils.metrics import frame_auc  # noqa: E402
 from utils.pseudo_labels import load_score_dict, pseudo_label_auc  # noqa: E402
+from utils import cli  # noqa: E402
 
 DEFAULT_MASKS = REPO_ROOT / "data" / "shanghaitech" / "test_frame_mask"
 DEFAULT_SPLIT = REPO_ROOT / "data" / "shanghaitech" / "SH_Train_new.txt"
@@ -55,7 +57,7 @@ def resolve_inputs(args):
     masks = Path(resolve_input_path(str(masks))) if masks else DEFAULT_MASKS
     split = Path(resolve_input_path(str(split))) if split else DEFAULT_SPLIT
     if not masks.is_dir():
-        raise SystemExit(f"mask folder {masks} does not exist: pass --masks DIR (one <video>.npy per abnormal video)")
+        raise NotFoundError(f"mask folder {masks} does not exist: pass --masks DIR (one <video>.npy per abnormal video)")
     return source, (Path(raw) if raw else None), masks, split, ("shanghaitech" if dataset == "demo" else dataset)
 
 
@@ -84,7 +86,7 @@ def report(pl_path, raw_path, masks_dir, split, dataset, clip_len=16):
     masks = {n: load_mask(masks_dir / f"{n}.npy") for n in abnormal if (masks_dir / f"{n}.npy").is_file()}
     usable = [n for n in masks if n in pseudo]
     if not usable:
-        raise SystemExit(f"none of the {len(abnormal)} abnormal videos of {split} has both a mask in {masks_dir} and "
+        raise InputError(f"none of the {len(abnormal)} abnormal videos of {split} has both a mask in {masks_dir} and "
                          f"a pseudo-label in {pl_path} (its keys look like {list(pseudo)[:2]})")
     out = {"file": str(pl_path), "n_abnormal_videos": len(abnormal), "n_without_mask": len(abnormal) - len(masks),
            "n_without_pseudo_label": len(masks) - len(usable), "after": quality(pseudo, masks, clip_len)}
@@ -123,4 +125,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 from utils.config import DEMO_CFG, load_cfg  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.protocol import TEST_KEYS  # noqa: E402
+from utils import cli  # noqa: E402
 
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
@@ -107,4 +108,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

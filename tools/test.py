@@ -26,12 +26,14 @@ from models.weights import CheckpointError, load_weights, read_checkpoint  # noq
 from utils import distributed as dist  # noqa: E402
 from utils.calibration import calibrate_split, format_table  # noqa: E402
 from utils.checkpoint import write_json  # noqa: E402
-from utils.config import setup_cfg  # noqa: E402
+from utils.config import ConfigError, setup_cfg  # noqa: E402
 from utils.video_scoring import score_videos_on_frames  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
+from utils.errors import InputError  # noqa: E402
+from utils import cli  # noqa: E402
 
 
 def stage1_scores(cfg, state, videos, device):
@@ -41,10 +43,10 @@ def stage1_scores(cfg, state, videos, device):
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise ValueError(f"{cfg.TEST.CHECKPOINT} does not fit the stage-1 generator: {err}") from None
+        raise InputError(f"{cfg.TEST.CHECKPOINT} does not fit the stage-1 generator: {err}") from None
     store = open_store(cfg, [], videos)
     if store.dim != train_cfg.DATA.FEATURE_DIM or cfg.DATA.L2_NORM != train_cfg.DATA.L2_NORM:
-        raise ValueError(f"{cfg.TEST.CHECKPOINT} was trained on {train_cfg.DATA.FEATURE_DIM}-d features with "
+        raise InputError(f"{cfg.TEST.CHECKPOINT} was trained on {train_cfg.DATA.FEATURE_DIM}-d features with "
                          f"DATA.L2_NORM {train_cfg.DATA.L2_NORM}; this config gives {store.dim}-d with "
                          f"{cfg.DATA.L2_NORM}: use the config the checkpoint was trained with")
     return score_videos(model.to(device), store, [v.name for v in videos], device, cfg.STAGE1.EVAL_BATCH_ROWS)
@@ -88,7 +90,7 @@ def checkpoint_scores(cfg, videos, rank, world, device):
     try:
         scores, frames = stage2_scores(cfg, state, videos, device, rank, world)
     except CheckpointError as err:
-        raise ValueError(f"{cfg.TEST.CHECKPOINT} is neither a stage-1 checkpoint nor a MIST model for "
+        raise InputError(f"{cfg.TEST.CHECKPOINT} is neither a stage-1 checkpoint nor a MIST model for "
                          f"MODEL.BACKBONE {cfg.MODEL.BACKBONE}: {err}") from None
     return scores, frames.segment_len
 
@@ -96,7 +98,7 @@ def checkpoint_scores(cfg, videos, rank, world, device):
 def main(argv=None):
     cfg, _ = setup_cfg(__doc__, argv)
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
-        raise SystemExit("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
+        raise ConfigError("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
     rank, world, device = dist.init_distributed(cfg.DEVICE)
     logger = setup_logger(rank=rank)
     _, videos = load_splits(cfg, need_train=False)
@@ -126,4 +128,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

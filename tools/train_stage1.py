@@ -31,6 +31,7 @@ from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.pseudo_labels import pseudo_label_auc, refine_all, save_pseudo_labels  # noqa: E402
 from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
+from utils import cli  # noqa: E402
 
 SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REFERENCE.md §6.24)"
 
@@ -195,4 +196,4 @@ def _scalars(metrics):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

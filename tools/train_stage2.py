@@ -38,6 +38,7 @@ from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
 from utils.video_scoring import autocast, score_videos_on_frames  # noqa: E402
+from utils import cli  # noqa: E402
 
 SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REFERENCE.md §6.24)"
 
@@ -315,4 +316,4 @@ def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, l
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

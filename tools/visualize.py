@@ -32,9 +32,11 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from datasets.build import load_splits, test_ground_truth  # noqa: E402
 from utils.config import ConfigError, load_cfg  # noqa: E402
+from utils.errors import InputError  # noqa: E402
 from utils.evaluation import evaluate, expand_to_frames  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
+from utils import cli  # noqa: E402
 
 DPI = 100
 
@@ -65,7 +67,7 @@ def find_scores(run_dir, explicit=None):
     candidates = [run_dir / "test_scores.npz"] + sorted(run_dir.glob("test_*_scores.npz"))
     found = [p for p in candidates if p.is_file()]
     if not found:
-        raise SystemExit(f"{run_dir} holds no test_scores.npz or test_*_scores.npz: finish the run, run "
+        raise InputError(f"{run_dir} holds no test_scores.npz or test_*_scores.npz: finish the run, run "
                          "tools/test.py into it, or pass --scores FILE")
     return found[0]
 
@@ -82,7 +84,7 @@ def choose_videos(videos, wanted, max_videos):
         index = {v.name: v for v in videos}
         missing = [n for n in wanted if n not in index]
         if missing:
-            raise SystemExit(f"--videos {missing} are not in the test split (names look like '{videos[0].name}')")
+            raise InputError(f"--videos {missing} are not in the test split (names look like '{videos[0].name}')")
         return [index[n] for n in wanted]
     n_abnormal = min(sum(v.label for v in videos), -(-3 * max_videos // 4))
     abnormal = [v for v in videos if v.label == 1][:n_abnormal]
@@ -159,7 +161,7 @@ def load_stage2_model(cfg, path):
 
     state = read_checkpoint(path)
     if isinstance(state, dict) and state.get("kind") == "stage1":
-        raise SystemExit(f"{path} is a stage-1 generator: Grad-CAM needs a stage-2 (MIST encoder) checkpoint")
+        raise InputError(f"{path} is a stage-1 generator: Grad-CAM needs a stage-2 (MIST encoder) checkpoint")
     model_cfg = CfgNode.load_cfg(state["cfg"]) if isinstance(state, dict) and state.get("kind") == "stage2" else cfg
     model = build_model(model_cfg)
     load_weights(model, path)
@@ -177,7 +179,7 @@ def gradcam_figures(cfg, run_dir, specs, checkpoint, out):
     known = {v.name: v for v in (train or []) + test}
     missing = sorted({name for name, _ in clips} - set(known))
     if missing:
-        raise SystemExit(f"--gradcam videos {missing} are in neither split of the config")
+        raise InputError(f"--gradcam videos {missing} are in neither split of the config")
     frames = open_frame_source(cfg, [known[name] for name in dict.fromkeys(n for n, _ in clips)])
     view_cfg = cfg.clone()
     view_cfg.defrost()
@@ -195,7 +197,7 @@ def gradcam_figures(cfg, run_dir, specs, checkpoint, out):
 def _parse_clip(spec):
     name, _, seg = spec.rpartition(":")
     if not name or not seg.isdigit():
-        raise SystemExit(f"--gradcam expects VIDEO:SEGMENT (e.g. 01_0015:3), got {spec!r}")
+        raise InputError(f"--gradcam expects VIDEO:SEGMENT (e.g. 01_0015:3), got {spec!r}")
     return name, int(seg)
 
 
@@ -272,4 +274,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli.run(main))

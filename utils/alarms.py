@@ -14,6 +14,7 @@ that is discarded. An alarm ends at the first window scoring <= low_threshold; i
 """
 import math
 from dataclasses import asdict, dataclass
+from utils.errors import InputError
 
 
 @dataclass
@@ -46,10 +47,10 @@ class AlarmTracker:
     def __init__(self, threshold, low_threshold=None, min_frames=0):
         low = threshold if low_threshold is None else low_threshold
         if low > threshold:
-            raise ValueError(f"the hysteresis low threshold {low} exceeds the alarm threshold {threshold}; "
+            raise InputError(f"the hysteresis low threshold {low} exceeds the alarm threshold {threshold}; "
                              "set INFER.LOW_THRESHOLD <= INFER.THRESHOLD (or -1.0 for none)")
         if min_frames < 0:
-            raise ValueError(f"minimum alarm duration {min_frames} frames must be >= 0")
+            raise InputError(f"minimum alarm duration {min_frames} frames must be >= 0")
         self.threshold, self.low_threshold, self.min_frames = float(threshold), float(low), int(min_frames)
         self.current = None  # the open candidate or alarm
         self.alarms = []

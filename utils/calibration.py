@@ -21,12 +21,13 @@ import warnings
 import numpy as np
 
 from utils.evaluation import expand_to_frames
+from utils.errors import InputError
 
 
 def allowed_false_alarms(n, target):
     """-> the largest k in [0, n] with k / n <= target (checked in the float arithmetic the FAR uses)."""
     if not 0.0 <= target <= 1.0:
-        raise ValueError(f"target false alarm rate {target} must be in [0, 1] (e.g. 0.001 for 0.1 %)")
+        raise InputError(f"target false alarm rate {target} must be in [0, 1] (e.g. 0.001 for 0.1 %)")
     k = min(int(np.floor(target * n)), n)
     while k < n and (k + 1) / n <= target:
         k += 1
@@ -39,7 +40,7 @@ def threshold_for_far(normal_scores, target):
     """normal_scores (N,) -> (threshold, achieved FAR): the smallest t with mean(normal_scores > t) <= target."""
     s = np.sort(np.asarray(normal_scores, dtype=np.float64))[::-1]
     if s.size == 0:
-        raise ValueError("no normal frames to calibrate a threshold on")
+        raise InputError("no normal frames to calibrate a threshold on")
     t = float(s[min(allowed_false_alarms(s.size, target), s.size - 1)])
     return t, float(np.count_nonzero(s > t) / s.size)
 
@@ -116,11 +117,11 @@ def select_threshold(path, far):
         calibration = json.loads(open(path).read())
         rows = calibration["thresholds"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is not a calibration file written by tools/test.py "
+        raise InputError(f"{path} is not a calibration file written by tools/test.py "
                          f"(test_<name>_calibration.json): {err}") from None
     for row in rows:
         if np.isclose(row["target_far"], far, rtol=1e-9, atol=0.0):
             return row
     available = ", ".join(f"{r['target_far']:g}" for r in rows)
-    raise ValueError(f"{path} has no threshold for FAR {far:g}; it has {available} (add the target to "
+    raise InputError(f"{path} has no threshold for FAR {far:g}; it has {available} (add the target to "
                      "TEST.CALIBRATION_FARS and rerun tools/test.py)")

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import torch
+from utils.errors import InputError, NotFoundError
 
 
 def save_checkpoint(path, **state):
@@ -28,7 +29,7 @@ def torch_load_safely(path):
     except FileNotFoundError:
         raise
     except Exception as err:  # torch raises several types for corrupt or code-carrying files
-        raise ValueError(f"cannot read {path}: {_load_failure(err)}") from None
+        raise InputError(f"cannot read {path}: {_load_failure(err)}") from None
 
 
 def _load_failure(err):
@@ -52,11 +53,11 @@ def load_checkpoint(path, expect_kind=None):
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (set TEST.CHECKPOINT to a .pth from a run's checkpoints/)")
+        raise NotFoundError(f"checkpoint {path} does not exist (set TEST.CHECKPOINT to a .pth from a run's checkpoints/)")
     state = torch_load_safely(path)
     if expect_kind is not None and (not isinstance(state, dict) or state.get("kind") != expect_kind):
         found = state.get("kind", "a file without a 'kind' entry") if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"checkpoint {path} is not a {expect_kind} checkpoint (it holds {found})")
+        raise InputError(f"checkpoint {path} is not a {expect_kind} checkpoint (it holds {found})")
     return state
 
 

@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from configs.defaults import derive_cfg, get_cfg_defaults, validate_cfg
+from utils.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CFG = REPO_ROOT / "configs" / "demo" / "stage1.yaml"
@@ -13,11 +14,8 @@ INPUT_PATH_KEYS = ("DATA.FEATURES", "DATA.TEST_FEATURES", "DATA.FEATURE_ROOT", "
                    "DATA.PSEUDO_LABELS", "MODEL.PRETRAINED", "TEST.CHECKPOINT", "TEST.SCORES")
 
 
-class ConfigError(SystemExit):
-    """A user mistake in the config or command line: exits with the message, no traceback."""
-
-    def __init__(self, message):
-        super().__init__(f"config error: {message}")
+class ConfigError(InputError):
+    """A user mistake in the config or command line (utils/cli.py prints it as one line, no traceback)."""
 
 
 def parse_args(description, argv=None, default_cfg=DEMO_CFG):

@@ -9,6 +9,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from utils.errors import DeviceError
+
 
 def init_distributed(device_name):
     """Joins the process group if launched by torchrun -> (rank, world_size, device)."""
@@ -19,7 +21,7 @@ def init_distributed(device_name):
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name.startswith("cuda") and not use_cuda:
-        raise RuntimeError(f"DEVICE = {device_name!r} but this machine has no usable CUDA device; set DEVICE cpu")
+        raise DeviceError(f"DEVICE = {device_name!r} but this machine has no usable CUDA device; set DEVICE cpu")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch.backends.cudnn.benchmark = True

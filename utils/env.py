@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import torch
 
+from utils.errors import DeviceError
+
 
 def seed_everything(seed):
     """Seeds python, numpy's legacy global RNG and torch once; returns a numpy Generator for sampling."""
@@ -24,9 +26,9 @@ def resolve_device(name):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"DEVICE = {name!r} but this machine has no usable CUDA device; set DEVICE cpu (or auto)")
+        raise DeviceError(f"DEVICE = {name!r} but this machine has no usable CUDA device; set DEVICE cpu (or auto)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise RuntimeError(f"DEVICE = {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise DeviceError(f"DEVICE = {name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return device

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from utils.metrics import average_precision, false_alarm_rate, frame_auc, pr_auc, rmse, score_gap
+from utils.errors import InputError, MissingKeyError
 
 
 def expand_to_frames(clip_scores, labels, names, clip_len=16, max_pad_clips=0):
@@ -39,23 +40,23 @@ def expand_to_frames(clip_scores, labels, names, clip_len=16, max_pad_clips=0):
 
 def _clip_scores(clip_scores, name):
     if name not in clip_scores:
-        raise KeyError(f"no clip scores for video '{name}' (score keys look like "
+        raise MissingKeyError(f"no clip scores for video '{name}' (score keys look like "
                        f"{list(clip_scores)[:2]}); score every test video, with keys equal to the split's names")
     s = np.asarray(clip_scores[name], dtype=np.float64)
     s = s.reshape(1) if s.ndim == 0 else s  # a 1-clip video squeezed to 0-d (REFERENCE §1.7)
     if s.ndim != 1 or len(s) == 0:
-        raise ValueError(f"clip scores of video '{name}' must be 1-D with one score per clip, got shape "
+        raise InputError(f"clip scores of video '{name}' must be 1-D with one score per clip, got shape "
                          f"{s.shape}; pass scores.reshape(-1)")
     return s
 
 
 def _frame_gt(labels, name):
     if name not in labels:
-        raise KeyError(f"no frame labels for video '{name}' (label keys look like {list(labels)[:2]}); "
+        raise MissingKeyError(f"no frame labels for video '{name}' (label keys look like {list(labels)[:2]}); "
                        f"build them with datasets.ground_truth.frame_labels on the same split")
     g = np.asarray(labels[name])
     if g.ndim != 1 or len(g) == 0:
-        raise ValueError(f"frame labels of video '{name}' must be a non-empty 1-D array, got shape {g.shape}")
+        raise InputError(f"frame labels of video '{name}' must be a non-empty 1-D array, got shape {g.shape}")
     return g
 
 
@@ -65,7 +66,7 @@ def _check_excess(names, cover, gt_len, clip_len, max_pad_clips):
     too_long = np.flatnonzero(excess > max_pad_clips * clip_len)
     if too_long.size:
         v = too_long[0]
-        raise ValueError(f"video '{names[v]}': {cover[v] // clip_len} clips x {clip_len} = {cover[v]} frames "
+        raise InputError(f"video '{names[v]}': {cover[v] // clip_len} clips x {clip_len} = {cover[v]} frames "
                          f"but its GT has {gt_len[v]} frames ({too_long.size} such video(s)); check the feature "
                          f"file and the clip length, or raise TEST.MAX_PAD_CLIPS (now {max_pad_clips}) to "
                          f"pad the GT with its last value")
@@ -109,7 +110,7 @@ def _check_binary(gt, lo, hi):
         return
     count = np.concatenate([[0], np.cumsum(bad)])
     if (count[hi] - count[lo]).any():
-        raise ValueError(f"evaluate: labels must be 0/1, got values {np.unique(gt)[:5]}")
+        raise InputError(f"evaluate: labels must be 0/1, got values {np.unique(gt)[:5]}")
 
 
 class _Rows:

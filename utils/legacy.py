@@ -12,6 +12,7 @@ import os
 import pickle
 
 import numpy as np
+from utils.errors import InputError
 
 _MULTIARRAY = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")
 _ALLOWED = {
@@ -57,22 +58,22 @@ def read_pickled_dict(path):
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, _, dtype = read_header(f)
         if dtype != np.dtype(object) or shape != ():
-            raise ValueError(f"{path}: expected a pickled dict (0-d object array), found {dtype} {shape}")
+            raise InputError(f"{path}: expected a pickled dict (0-d object array), found {dtype} {shape}")
         try:
             obj = _ArrayOnlyUnpickler(f, max_bytes=os.path.getsize(path)).load()
         except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}: not a pseudo-label dict in the official format ({err})") from err
+            raise InputError(f"{path}: not a pseudo-label dict in the official format ({err})") from err
     value = obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
     return _checked_dict(value, path)
 
 
 def _checked_dict(value, path):
     if not isinstance(value, dict):
-        raise ValueError(f"{path}: expected a dict of video -> scores, found {type(value).__name__}")
+        raise InputError(f"{path}: expected a dict of video -> scores, found {type(value).__name__}")
     out = {}
     for key, arr in value.items():
         arr = np.asarray(arr)
         if not isinstance(key, str) or arr.dtype.kind not in "fiu" or arr.ndim > 1:
-            raise ValueError(f"{path}: entry {key!r} is not a 1-D numeric array (found {arr.dtype} {arr.shape})")
+            raise InputError(f"{path}: entry {key!r} is not a 1-D numeric array (found {arr.dtype} {arr.shape})")
         out[key] = np.atleast_1d(arr).astype(np.float64)
     return out

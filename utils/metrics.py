@@ -11,6 +11,7 @@ bit-identical to the frame arrays; score_gap and rmse are weighted means (equal 
 """
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
+from utils.errors import InputError
 
 __all__ = ['frame_auc', 'false_alarm_rate', 'pr_auc', 'average_precision', 'score_gap', 'rmse']
 
@@ -69,23 +70,23 @@ def _check(scores, labels, metric, need, weight=None):
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
     if s.ndim != 1 or y.ndim != 1 or len(s) != len(y):
-        raise ValueError(f"{metric}: scores and labels must be 1-D frame arrays of one length, got shapes "
+        raise InputError(f"{metric}: scores and labels must be 1-D frame arrays of one length, got shapes "
                          f"{s.shape} and {y.shape}; expand clip scores to frames first "
                          f"(utils.evaluation.expand_to_frames)")
     w = None if weight is None else _check_weight(weight, len(s), metric)
     if len(s) == 0 or (w is not None and not w.any()):
-        raise ValueError(f"{metric}: no frames to score (empty scores and labels)")
+        raise InputError(f"{metric}: no frames to score (empty scores and labels)")
     bad = ~np.isfinite(s)
     if bad.any():
-        raise ValueError(f"{metric}: {bad.sum()} of {len(s)} scores are NaN or inf (first at frame "
+        raise InputError(f"{metric}: {bad.sum()} of {len(s)} scores are NaN or inf (first at frame "
                          f"{np.flatnonzero(bad)[0]}); check the model output (diverged training?)")
     if not ((y == 0) | (y == 1)).all():
-        raise ValueError(f"{metric}: labels must be 0/1, got values {np.unique(y)[:5]}")
+        raise InputError(f"{metric}: labels must be 0/1, got values {np.unique(y)[:5]}")
     present = y if w is None else y[w > 0]
     for cls, what in ((0, 'normal (label 0)'), (1, 'anomalous (label 1)')):
         if cls in need and not (present == cls).any():
             needed = 'both classes' if len(need) == 2 else f'{what} frames'
-            raise ValueError(f"{metric}: only one class present, no {what} frames among {len(y)}; "
+            raise InputError(f"{metric}: only one class present, no {what} frames among {len(y)}; "
                              f"{metric} needs {needed}")
     return s, y, w
 
@@ -93,7 +94,7 @@ def _check(scores, labels, metric, need, weight=None):
 def _check_weight(weight, n, metric):
     w = np.asarray(weight, dtype=np.float64)
     if w.shape != (n,):
-        raise ValueError(f"{metric}: sample_weight must have shape ({n},) like the scores, got {w.shape}")
+        raise InputError(f"{metric}: sample_weight must have shape ({n},) like the scores, got {w.shape}")
     if not (np.isfinite(w).all() and (w >= 0).all()):
-        raise ValueError(f"{metric}: sample_weight must be finite and >= 0")
+        raise InputError(f"{metric}: sample_weight must be finite and >= 0")
     return w

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from utils.evaluation import expand_to_frames
 from utils.logger import read_metrics
 from utils.metrics import frame_auc
+from utils.errors import InputError
 
 logger = logging.getLogger("mist")
 TEST_KEYS = ("auc", "ap", "pr_auc", "score_gap", "far", "far_normal_videos")
@@ -30,7 +31,7 @@ def split_validation(videos, fraction, seed=0):
     split depends only on the list, the fraction and the seed (DATA.VAL_SEED, not the training SEED).
     """
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"DATA.VAL_FRACTION must be in [0, 1), got {fraction}")
+        raise InputError(f"DATA.VAL_FRACTION must be in [0, 1), got {fraction}")
     if fraction == 0.0:
         return list(videos), []
     groups = defaultdict(list)
@@ -51,7 +52,7 @@ def carve_validation(cfg, train_videos):
     if val:
         for kind, label in (("normal", 0), ("abnormal", 1)):
             if not any(v.label == label for v in val):
-                raise ValueError(f"the validation split has no {kind} video: raise DATA.VAL_FRACTION "
+                raise InputError(f"the validation split has no {kind} video: raise DATA.VAL_FRACTION "
                                  f"(now {cfg.DATA.VAL_FRACTION}) or add {kind} training videos")
         logger.info("validation split: %d of %d training videos held out (%d abnormal; DATA.VAL_SEED %d)",
                     len(val), len(train_videos), sum(v.label for v in val), cfg.DATA.VAL_SEED)

@@ -5,12 +5,13 @@ from pathlib import Path
 import numpy as np
 
 from utils.legacy import read_pickled_dict
+from utils.errors import InputError, NotFoundError
 
 
 def smooth(scores, kernel=5):
     """Box moving average with edge replication; scores: (n,) -> float64 (n,), same length."""
     if kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"smoothing kernel must be a positive odd integer, got {kernel} (PSEUDO_LABEL.KERNEL)")
+        raise InputError(f"smoothing kernel must be a positive odd integer, got {kernel} (PSEUDO_LABEL.KERNEL)")
     padded = np.pad(np.asarray(scores, dtype=np.float64), kernel // 2, mode="edge")
     return np.convolve(padded, np.ones(kernel) / kernel, mode="valid")
 
@@ -24,7 +25,7 @@ def refine_scores(scores, abnormal, kernel=5, passes=2):
     """
     refined = np.atleast_1d(np.asarray(scores, dtype=np.float64))
     if refined.ndim != 1 or refined.size == 0:
-        raise ValueError(f"scores must be a non-empty 1-D array, got shape {np.shape(scores)}")
+        raise InputError(f"scores must be a non-empty 1-D array, got shape {np.shape(scores)}")
     for _ in range(passes):
         refined = smooth(refined, kernel)
     if abnormal and refined.size >= 2:  # official: no min-max for a 1-clip video
@@ -61,7 +62,7 @@ def load_score_dict(path):
     """Our `.npz` or the official pickled `.npy` (ours or the authors') -> {video (no '.npy'): float64 (n,)}."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pseudo-label file {path} does not exist (run tools/train_stage1.py to make one)")
+        raise NotFoundError(f"pseudo-label file {path} does not exist (run tools/train_stage1.py to make one)")
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as data:
             raw = {key: data[key] for key in data.files}

@@ -3,6 +3,7 @@ import logging
 from pathlib import Path
 
 from utils.checkpoint import load_checkpoint
+from utils.errors import ExistsError
 
 FINISHED_MARKER = "results.json"  # written last: its presence means the run finished
 logger = logging.getLogger("mist")
@@ -17,7 +18,7 @@ def prepare_output_dir(cfg, resume, kind):
     out = Path(cfg.OUTPUT_DIR)
     last = out / "checkpoints" / "last.pth"
     if (out / FINISHED_MARKER).exists() and not resume:
-        raise SystemExit(f"{out} already holds a finished run ({FINISHED_MARKER}); pass --resume to continue it "
+        raise ExistsError(f"{out} already holds a finished run ({FINISHED_MARKER}); pass --resume to continue it "
                          "(e.g. with more epochs) or set OUTPUT_DIR to a new folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(cfg.dump())

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from utils.errors import InputError, NotFoundError
 
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 
@@ -46,11 +47,11 @@ def open_source(source):
     """SOURCE (camera index, stream URL or video file) -> (opened cv2.VideoCapture, kind, fps or 0.0)."""
     kind = source_kind(source)
     if kind == "file" and not Path(source).is_file():
-        raise FileNotFoundError(f"video source {source!r} is not a file, a camera index (0, 1, ...) or a stream URL "
+        raise NotFoundError(f"video source {source!r} is not a file, a camera index (0, 1, ...) or a stream URL "
                                 f"({', '.join(s + '://' for s in LIVE_SCHEMES[:4])} ...)")
     cap = cv2.VideoCapture(int(source) if kind == "camera" else str(source))
     if not cap.isOpened():
-        raise ValueError(f"OpenCV cannot open {kind} {source!r}" + (" (is the camera connected and free?)"
+        raise InputError(f"OpenCV cannot open {kind} {source!r}" + (" (is the camera connected and free?)"
                          if kind == "camera" else " (check the URL / codec, e.g. ffmpeg -i SOURCE)"))
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     return cap, kind, fps if math.isfinite(fps) and 0 < fps < 1000 else 0.0
@@ -185,7 +186,7 @@ class AnnotatedWriter:
             fourcc = cv2.VideoWriter_fourcc(*("MJPG" if self.path.suffix.lower() == ".avi" else "mp4v"))
             self.writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (frame.shape[1], frame.shape[0]))
             if not self.writer.isOpened():
-                raise ValueError(f"OpenCV cannot write video {self.path} (use a .mp4 or .avi name)")
+                raise InputError(f"OpenCV cannot write video {self.path} (use a .mp4 or .avi name)")
         self.writer.write(frame)
         self.written += 1
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from utils.errors import InputError, NotFoundError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv")
 
@@ -23,11 +24,11 @@ def open_capture(path):
     """-> an opened cv2.VideoCapture; FileNotFoundError if `path` is missing, ValueError if cv2 can't open it."""
     path = str(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"video file {path!r} does not exist")
+        raise NotFoundError(f"video file {path!r} does not exist")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         size = os.path.getsize(path)
-        raise ValueError(f"video {path!r} ({size} bytes) cannot be opened by OpenCV/FFmpeg: the file is empty, "
+        raise InputError(f"video {path!r} ({size} bytes) cannot be opened by OpenCV/FFmpeg: the file is empty, "
                          "corrupt or in an unsupported format (re-encode it, e.g. ffmpeg -i in -c:v libx264 out.mp4)")
     return cap
 
@@ -49,7 +50,7 @@ def probe_video(path, verify=False):
     try:
         ok, frame = cap.read()
         if not ok:
-            raise ValueError(f"video {str(path)!r} opens but no frame can be decoded (empty or corrupt stream)")
+            raise InputError(f"video {str(path)!r} opens but no frame can be decoded (empty or corrupt stream)")
         height, width = frame.shape[:2]
         fps = float(cap.get(cv2.CAP_PROP_FPS))
         n_frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -68,16 +69,16 @@ def _seek(cap, path, start):
     pos = round(cap.get(cv2.CAP_PROP_POS_FRAMES))
     header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     if pos != start and 0 < header <= start:
-        raise ValueError(f"video {str(path)!r}: frame {start} is past the end (the header says {header} frames)")
+        raise InputError(f"video {str(path)!r}: frame {start} is past the end (the header says {header} frames)")
     if pos != start:  # a backend that seeks to the nearest keyframe would silently shift every clip
-        raise ValueError(f"video {str(path)!r}: seeking to frame {start} landed on frame {pos}; this file is not "
+        raise InputError(f"video {str(path)!r}: seeking to frame {start} landed on frame {pos}; this file is not "
                          "frame-accurately seekable: convert it to a frames h5 with tools/make_h5.py")
 
 
 def _short_read(cap, path, index, start, stop):
     """-> the ValueError for frame `index` missing while reading frames start..stop-1."""
     header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    return ValueError(f"video {str(path)!r}: frame {index} could not be decoded (asked for frames {start}.."
+    return InputError(f"video {str(path)!r}: frame {index} could not be decoded (asked for frames {start}.."
                       f"{stop - 1}; the header says {header} frames). The file is truncated/corrupt or its "
                       "header overcounts: count its frames with probe_video(path, verify=True)")
 
@@ -100,7 +101,7 @@ def read_video_frames(path, start=0, count=None):
     keyframe), so a random read costs up to one GOP of decoding.
     """
     if start < 0 or (count is not None and count < 1):
-        raise ValueError(f"video {str(path)!r}: invalid frame range start={start}, count={count} "
+        raise InputError(f"video {str(path)!r}: invalid frame range start={start}, count={count} "
                          "(need start >= 0 and count >= 1)")
     cap = open_capture(path)
     try:
@@ -113,7 +114,7 @@ def read_video_frames(path, start=0, count=None):
             frames.append(frame)
             ok, frame = cap.read()
         if not frames:
-            raise ValueError(f"video {str(path)!r}: no frame could be decoded from frame {start} on")
+            raise InputError(f"video {str(path)!r}: no frame could be decoded from frame {start} on")
         return np.stack(frames)
     finally:
         cap.release()
@@ -127,7 +128,7 @@ def iter_video_segments(path, segment_len=16, batch=1, num_segments=None):
     ValueError naming the file and frame, so callers relying on a header count learn it was wrong.
     """
     if segment_len < 1 or batch < 1:
-        raise ValueError(f"iter_video_segments: segment_len={segment_len} and batch={batch} must be >= 1")
+        raise InputError(f"iter_video_segments: segment_len={segment_len} and batch={batch} must be >= 1")
     cap = open_capture(path)
     try:
         first, frames = 0, []
@@ -172,17 +173,17 @@ def collect_videos(source, root=None):
     elif Path(source).is_dir():
         paths = sorted(p for p in Path(source).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS and p.is_file())
         if not paths:
-            raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under folder {str(source)!r}")
+            raise InputError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under folder {str(source)!r}")
     elif Path(source).is_file():
         is_video = Path(source).suffix.lower() in VIDEO_EXTENSIONS
         paths = [Path(source)] if is_video else _read_list(source, root)
     else:
-        raise FileNotFoundError(f"video source {str(source)!r} is neither a folder, a list file nor a video")
+        raise NotFoundError(f"video source {str(source)!r} is neither a folder, a list file nor a video")
     if not paths:
-        raise ValueError(f"video list {str(source)!r} names no video")
+        raise InputError(f"video list {str(source)!r} names no video")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(paths)} listed videos do not exist: {missing[:5]}"
+        raise NotFoundError(f"{len(missing)} of {len(paths)} listed videos do not exist: {missing[:5]}"
                                 f"{' ...' if len(missing) > 5 else ''}. Relative paths resolve against "
                                 f"{str(root) if root is not None else 'the list file folder'}; set root (--root)")
     return paths
@@ -201,6 +202,6 @@ def video_names(paths):
     dups = {name: ps for name, ps in by_name.items() if len(ps) > 1}
     if dups:
         shown = "; ".join(f"{n!r}: {ps}" for n, ps in list(dups.items())[:5])
-        raise ValueError(f"{len(dups)} video names occur more than once (keys '<name>-<idx>' would collide): "
+        raise InputError(f"{len(dups)} video names occur more than once (keys '<name>-<idx>' would collide): "
                          f"{shown}. Rename the files or convert the folders into separate h5 files")
     return {name: Path(ps[0]) for name, ps in by_name.items()}

@@ -1,0 +1,63 @@
+"""The one way every tool ends: `if __name__ == "__main__": sys.exit(run(main))`.
+
+A user mistake (utils.errors.UserError) -> one line `error: <message>` on stderr and exit status 2, as git
+or pip answer a mistake; any other exception is a bug and keeps its traceback. `--debug` on the command
+line (or MIST_DEBUG=1) shows the traceback of a user error too. Ctrl-C -> exit status 130. Under torchrun
+every rank that fails says why, but a message is printed once per machine, not once per rank.
+"""
+import hashlib
+import os
+import sys
+import tempfile
+
+from utils.errors import UserError
+
+DEBUG_ENV = "MIST_DEBUG"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def run(main, argv=None):
+    """Calls main(argv) -> exit status: main's int result, else 0; 2 on a user error, 130 on Ctrl-C."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        result = main(argv)
+    except UserError as err:
+        if debug:
+            raise
+        report(err)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def one_line(err):
+    """-> the exception's message on one line (continuation lines joined)."""
+    return " ".join(str(err).split())
+
+
+def report(err):
+    """Prints `error: <message>` on stderr, once per machine when torchrun runs several ranks."""
+    message = f"error: {one_line(err)}"
+    if _first_to_say(message):
+        print(message, file=sys.stderr, flush=True)
+
+
+def _first_to_say(message):
+    """True unless another rank of this torchrun job on this machine printed the same message already."""
+    job = os.environ.get("TORCHELASTIC_RUN_ID") if "RANK" in os.environ else None
+    if job is None:
+        return True
+    # the local ranks share their parent, torchrun's agent: (run id, agent pid) names this job on this machine
+    key = hashlib.sha256(f"{job}\n{os.getppid()}\n{message}".encode()).hexdigest()[:16]
+    try:
+        os.close(os.open(os.path.join(tempfile.gettempdir(), f"mist-error-{key}"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
