@@ -118,6 +118,14 @@ class FrameSource:
         offset = first - start * self.segment_len
         return self.read_segments(name, start, stop - start)[offset:offset + count]
 
+    def read_jpegs(self, name, first, count):
+        """-> the stored JPEGs of frames first..first+count-1: only a frames h5 stores them."""
+        from utils.errors import InputError
+
+        raise InputError(f"STAGE2.DEVICE_AUGMENT True decodes the JPEGs stored in a frames h5, but the frames "
+                         f"come from {self.source}: convert the videos with tools/make_h5.py and set DATA.FRAMES "
+                         "to the h5, or set STAGE2.DEVICE_AUGMENT False")
+
     def _frame_span(self, name, first, count):
         """-> (first segment, end segment) holding frames first..first+count-1, range-checked."""
         if count < 1 or first < 0:
@@ -201,6 +209,16 @@ class H5FrameSource(FrameSource):
     def read_frames(self, name, first, count):
         self._frame_span(name, first, count)
         return self._decode(name, first, count)
+
+    def read_jpegs(self, name, first, count):
+        """-> the stored JPEG byte strings of frames first..first+count-1, undecoded (decoded on the training
+        device with STAGE2.DEVICE_AUGMENT, datasets/device_augment.py)."""
+        self._frame_span(name, first, count)
+        f, n, jpegs = self._h5(), self.segment_len, []
+        for idx in range(first // n, (first + count - 1) // n + 1):
+            lo, hi = max(first - idx * n, 0), min(first + count - idx * n, n)
+            jpegs.extend(f[frame_key(name, idx)][lo:hi])
+        return jpegs
 
     def _decode(self, name, first, count):
         """Decodes frames first..first+count-1 (range-checked by the caller) from their keys' JPEGs."""

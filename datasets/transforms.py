@@ -11,6 +11,7 @@ A training clip gets ONE draw of the random parameters, shared by its frames, fr
 passed in (no global or torch RNG). `size=((H, W), crop)` replaces the resize and crop sizes (demo frames).
 """
 import copy
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -73,6 +74,64 @@ def resize_clip(frames, hw):
     return out
 
 
+def _axis_window(src, out, start, size):
+    """-> (i0, i1, o0, o1): outputs o0..o1-1 of the resize src -> out, covering [start, start + size), are the
+    resize of source pixels i0..i1-1 to o1 - o0 outputs. Both ends sit on the resize's period (out/gcd
+    outputs per src/gcd inputs, so the sub-resize has the same scale and the same interpolation phases),
+    at least one output outside the crop (a bilinear window's border clamps only its outermost output); at a
+    frame border the window stops there (the same clamping as the full resize). Coprime sizes give the
+    whole axis, (0, src, 0, out)."""
+    g = math.gcd(src, out)
+    p_in, p_out = src // g, out // g
+    o0 = (start - 1) // p_out * p_out if start > 0 else 0
+    o1 = min(out, -(-(start + size + 1) // p_out) * p_out)
+    return o0 // p_out * p_in, o1 // p_out * p_in, o0, o1
+
+
+_EXACT_WINDOWS = {}  # (source hw, resize hw, crop box) -> window rows/cols if proven exact, else None
+
+
+def _crop_window(src_hw, resize_hw, box):
+    """-> ((i0, i1, o0, o1) rows, cols) of a source window whose resize holds the crop box of the full
+    resize bit for bit, or None. Proven once per (sizes, box) and process on a noise frame: cv2's fixed-point
+    coefficients come from float arithmetic on the absolute position, so the equality is checked, not
+    assumed (a 1/2048 coefficient change flips ~4% of the pixels of a noise frame)."""
+    key = (src_hw, resize_hw, box)
+    if key not in _EXACT_WINDOWS:
+        top, left, height, width = box
+        rows = _axis_window(src_hw[0], resize_hw[0], top, height)
+        cols = _axis_window(src_hw[1], resize_hw[1], left, width)
+        window = (rows, cols)
+        if rows == (0, src_hw[0], 0, resize_hw[0]) and cols == (0, src_hw[1], 0, resize_hw[1]):
+            window = None  # nothing to save
+        else:
+            probe = np.random.default_rng(0).integers(0, 256, (2, *src_hw, 3), dtype=np.uint8)
+            full = resize_clip(probe, resize_hw)[:, top:top + height, left:left + width]
+            if not np.array_equal(_window_crop(probe, window, box), full):
+                window = None
+        _EXACT_WINDOWS[key] = window
+    return _EXACT_WINDOWS[key]
+
+
+def _window_crop(frames, window, box):
+    (i0, i1, o0, o1), (j0, j1, p0, p1) = window
+    top, left, height, width = box
+    x = resize_clip(frames[:, i0:i1, j0:j1], (o1 - o0, p1 - p0))
+    return x[:, top - o0:top - o0 + height, left - p0:left - p0 + width]
+
+
+def resized_crop(frames, resize_hw, box):
+    """uint8 (T, H, W, C) -> resize_clip(frames, resize_hw)[:, top:top + h, left:left + w], box = (top, left,
+    h, w), bit for bit, resizing only the source window the crop needs where that is proven exact (a 224
+    crop of the 256x340 I3D resize: ~60-85% of the work), else the whole frame."""
+    box = tuple(int(v) for v in box)
+    window = _crop_window(tuple(frames.shape[1:3]), tuple(resize_hw), box)
+    if window is None:
+        top, left, height, width = box
+        return resize_clip(frames, resize_hw)[:, top:top + height, left:left + width]
+    return _window_crop(frames, window, box)
+
+
 def crop_candidates(height, width, crop, scales=(1.0, 0.8), max_distort=1):
     """MultiScaleCrop (crop_h, crop_w) pairs for a height x width frame (TSN / opencv_videovision rule).
 
@@ -99,6 +158,15 @@ def five_crop_offsets(height, width, crop):
     return [(0, 0), (0, width - crop), (height - crop, 0), (height - crop, width - crop), (top, left)]
 
 
+def mirror(frames):
+    """uint8 (..., H, W, C) -> a left-right mirrored copy, frame by frame with cv2.flip (a numpy copy of
+    the reversed view moves 3-byte pixels one at a time: ~20x slower)."""
+    out = np.empty(frames.shape, frames.dtype)
+    for src, dst in zip(frames.reshape(-1, *frames.shape[-3:]), out.reshape(-1, *frames.shape[-3:])):
+        cv2.flip(src, 1, dst=dst)
+    return out
+
+
 def _grayscale(frames):
     """uint8 BGR (T, H, W, 3) -> the same with every channel set to the luma (cv2 BGR2GRAY weights)."""
     t, h, w, _ = frames.shape
@@ -108,30 +176,50 @@ def _grayscale(frames):
 
 def _to_tensor(frames, spec, normalise=True):
     """uint8 BGR (..., T, H, W, 3) -> normalised float32 tensor (..., 3, T, H, W); no /255 (ClipToTensor).
-    normalise=False: the uint8 tensor in the output colour order and layout; normalise(x, backbone) on any
-    device then gives the same float32 values bit for bit (a quarter of the bytes to copy to a GPU)."""
+    normalise=False: the uint8 frames as they are (BGR, channels last; a quarter of the bytes of float32 to
+    ship to a GPU, and no transpose on the CPU); normalise(x, backbone) on any device then gives the same
+    float32 values bit for bit."""
+    if not normalise:
+        return torch.from_numpy(np.ascontiguousarray(frames))
     x = frames[..., ::-1] if spec.rgb else frames
     x = np.ascontiguousarray(np.moveaxis(x, -1, -4))  # transpose as uint8: ~6x faster than as float32
-    return torch.from_numpy(_normalise(x.astype(np.float32), spec, np)) if normalise else torch.from_numpy(x)
+    mean, std = _stats(spec, None)
+    x = x.astype(np.float32)
+    x -= mean
+    x /= std
+    return torch.from_numpy(x)
 
 
-def _normalise(x, spec, xp):
-    """float32 (..., 3, T, H, W) in place: (x - mean[channel]) / std, numpy (xp=np) or torch (xp=torch)."""
-    if xp is np:
-        x -= np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1, 1)
-        x /= np.float32(spec.std)
-        return x
-    x -= torch.tensor(spec.mean, dtype=torch.float32, device=x.device).reshape(3, 1, 1, 1)
-    x /= torch.tensor(spec.std, dtype=torch.float32, device=x.device)  # a tensor: CUDA turns a scalar into * 1/std
-    return x
+_STATS = {}  # (spec, device) -> (mean (3, 1, 1, 1), std): built and copied to a device once
+
+
+def _stats(spec, device):
+    """-> cached float32 (mean shaped (3, 1, 1, 1), std): numpy for device None, else tensors on device."""
+    key = (spec, None if device is None else str(device))
+    if key not in _STATS:
+        mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1, 1)
+        std = np.asarray(spec.std, dtype=np.float32)  # an array: CUDA would turn a scalar into * 1/std
+        _STATS[key] = (mean, std) if device is None else (torch.from_numpy(mean).to(device),
+                                                          torch.from_numpy(std).to(device))
+    return _STATS[key]
 
 
 def normalise(clips, backbone):
-    """uint8 clips (..., 3, T, H, W) from a transform with normalise=False -> float32 on clips' device,
-    equal bit for bit to what the transform returns with normalise=True (same float32 operations)."""
-    if clips.dtype != torch.uint8:
-        raise TypeError(f"normalise expects the uint8 clips of a transform with normalise=False, got {clips.dtype}")
-    return _normalise(clips.float(), SPECS[backbone], torch)
+    """uint8 clips (..., T, H, W, 3) BGR from a transform with normalise=False -> float32 (..., 3, T, H, W)
+    on clips' device, equal bit for bit to what the transform returns with normalise=True (same float32
+    operations). The result keeps the channels-last strides of its input: a 5-d batch comes out in
+    torch.channels_last_3d, the layout cudnn's fast 3-d convolutions want, with no extra copy."""
+    if clips.dtype != torch.uint8 or clips.dim() < 4 or clips.shape[-1] != 3:
+        raise TypeError(f"normalise expects the uint8 (..., T, H, W, 3) clips of a transform with normalise=False, "
+                        f"got {clips.dtype} {tuple(clips.shape)}")
+    spec = SPECS[backbone]
+    if spec.rgb:
+        clips = clips.flip(-1)
+    x = clips.movedim(-1, -4).float()  # strides preserved: channels last
+    mean, std = _stats(spec, x.device)
+    x -= mean
+    x /= std
+    return x
 
 
 def _check_frames(frames):
@@ -143,7 +231,8 @@ def _check_frames(frames):
 
 class TrainTransform:
     """frames uint8 (T, H, W, 3) BGR, rng -> float32 (3, T, crop, crop): resize, MultiScaleCrop, flip, (gray).
-    normalise=False returns uint8 (3, T, crop, crop); normalise(clips, backbone) finishes it on the device."""
+    normalise=False returns the uint8 BGR (T, crop, crop, 3); normalise(clips, backbone) finishes it on the
+    device. The resize covers only the source window the crop needs (resized_crop: the same pixels)."""
 
     def __init__(self, backbone, size=None, scales=(1.0, 0.8), max_distort=1, more_fix_crop=False, normalise=True):
         self.resize, self.crop = _spec(backbone, size)
@@ -164,11 +253,10 @@ class TrainTransform:
     def apply(self, frames, params):
         """Deterministic part: the same crop/flip/gray on every frame."""
         _check_frames(frames)
-        x = resize_clip(frames, self.resize)
-        x = x[:, params.top:params.top + params.height, params.left:params.left + params.width]
+        x = resized_crop(frames, self.resize, (params.top, params.left, params.height, params.width))
         x = resize_clip(x, (self.crop, self.crop))
         if params.flip:
-            x = x[:, :, ::-1]
+            x = mirror(x)
         if params.gray:
             x = _grayscale(x)
         return _to_tensor(x, self.spec, self.normalise)
@@ -178,7 +266,8 @@ class TrainTransform:
 
 
 class TestTransform:
-    """frames uint8 (T, H, W, 3) BGR -> float32 (3, T, h, w), or (10, 3, T, crop, crop) with ten_crop.
+    """frames uint8 (T, H, W, 3) BGR -> float32 (3, T, h, w), or (10, 3, T, crop, crop) with ten_crop
+    (normalise=False / uint8(): uint8 BGR (T, h, w, 3) or (10, T, crop, crop, 3)).
 
     I3D: resize 240x320 (ShanghaiTech) or 256x340 (others), no crop; C3D: resize 128x171, centre crop 112.
     ten_crop (any backbone and dataset; official: UCF-C3D only, §6.18): the 4 corners + centre crops of the
@@ -209,7 +298,7 @@ class TestTransform:
         c = self.crop
         if self.ten_crop:
             views = np.stack([x[:, t:t + c, l:l + c] for t, l in five_crop_offsets(*self.resize, c)])
-            x = np.concatenate([views, views[:, :, :, ::-1]])  # (10, T, c, c, 3)
+            x = np.concatenate([views, mirror(views)])  # (10, T, c, c, 3)
         elif self.centre_crop:
             t, l = five_crop_offsets(*self.resize, c)[4]
             x = x[:, t:t + c, l:l + c]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datasets.transforms import (CropParams, TestTransform, TrainTransform, crop_candidates, five_crop_offsets,
-                                 fixed_offsets, normalise, resize_clip)
+                                 fixed_offsets, normalise, resize_clip, resized_crop)
 
 
 def _assert_equal(actual, expected):
@@ -167,7 +167,60 @@ def test_uint8_clips_normalised_later_equal_the_float_transform_bit_for_bit(back
     raw = TrainTransform(backbone, size=size, normalise=False)
     for seed in range(6):  # crops, flips and (C3D) grayscale draws
         u8 = raw(frames, np.random.default_rng(seed))
-        assert u8.dtype == torch.uint8 and u8.shape == (3, 16, 24, 24)
-        assert torch.equal(normalise(u8[None], backbone)[0], floats(frames, np.random.default_rng(seed)))
-    with pytest.raises(TypeError, match="uint8 clips"):
+        assert u8.dtype == torch.uint8 and u8.shape == (16, 24, 24, 3)  # BGR, channels last: no CPU transpose
+        batch = normalise(torch.stack([u8, u8]), backbone)
+        assert batch.shape == (2, 3, 16, 24, 24) and batch.is_contiguous(memory_format=torch.channels_last_3d)
+        assert torch.equal(batch[1], floats(frames, np.random.default_rng(seed)))
+    with pytest.raises(TypeError, match="uint8 .* clips"):
         normalise(u8.float(), backbone)
+    with pytest.raises(TypeError, match=r"got torch.uint8 \(3, 16, 24, 24\)"):  # the old channels-first layout
+        normalise(u8.permute(3, 0, 1, 2), backbone)
+
+
+def _two_resizes(frames, resize, crop, params):
+    """The official training transform, written out: full cv2 resize, crop, cv2 resize, flip."""
+    x = np.stack([cv2.resize(f, resize[::-1], interpolation=cv2.INTER_LINEAR) for f in frames])
+    x = x[:, params.top:params.top + params.height, params.left:params.left + params.width]
+    x = np.stack([cv2.resize(np.ascontiguousarray(f), (crop, crop), interpolation=cv2.INTER_LINEAR) for f in x])
+    return x[:, :, ::-1] if params.flip else x
+
+
+@pytest.mark.parametrize("backbone, src", [("i3d", (240, 320)), ("i3d", (480, 640)), ("c3d", (240, 320)),
+                                           ("i3d", (72, 96))])
+def test_train_transform_resizing_only_the_crop_window_gives_the_official_pixels(backbone, src):
+    # every MultiScaleCrop box (13 fixed positions x the crop sizes), both flips, on a real-looking gradient
+    # + noise clip: the windowed resize must equal two full cv2 resizes bit for bit
+    t = TrainTransform(backbone, normalise=False, more_fix_crop=True)
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[:src[0], :src[1]]
+    frames = ((yy * 3 + xx * 5)[None, ..., None] + rng.integers(0, 60, (4, *src, 3))).astype(np.uint8)
+    boxes = 0
+    for ch, cw in t.candidates:
+        for top, left in fixed_offsets(*t.resize, ch, cw, more_fix_crop=True):
+            for flip in (False, True):
+                params = CropParams(top, left, ch, cw, flip, False)
+                expect = _two_resizes(frames, t.resize, t.crop, params)
+                np.testing.assert_array_equal(t.apply(frames, params).numpy(), expect, err_msg=str(params))
+                boxes += 1
+    assert boxes == 2 * 13 * len(t.candidates)
+
+
+def test_resized_crop_windows_are_on_the_resize_period_and_equal_the_full_resize():
+    from datasets.transforms import _EXACT_WINDOWS, _axis_window
+    # 320 -> 340: 17 outputs per 16 inputs; a crop at 84..340 -> outputs 68..340 from inputs 64..320
+    assert _axis_window(320, 340, 84, 256) == (64, 320, 68, 340)
+    assert _axis_window(240, 256, 52, 204) == (45, 240, 48, 256)  # 16 outputs per 15 inputs
+    assert _axis_window(320, 340, 0, 204) == (0, 208, 0, 221)  # 204 = 12 periods: one more for the margin
+    assert _axis_window(320, 340, 68, 136) == (48, 208, 51, 221)  # on the period: the margin is one more
+    assert _axis_window(97, 101, 10, 50) == (0, 97, 0, 101)  # coprime sizes: the whole frame
+    frames = np.random.default_rng(6).integers(0, 256, (3, 240, 320, 3), dtype=np.uint8)
+    full = resize_clip(frames, (256, 340))
+    for box in [(52, 84, 204, 204), (0, 0, 256, 256), (26, 42, 204, 256), (13, 63, 204, 204)]:
+        out = resized_crop(frames, (256, 340), box)
+        np.testing.assert_array_equal(out, full[:, box[0]:box[0] + box[2], box[1]:box[1] + box[3]])
+    assert _EXACT_WINDOWS[((240, 320), (256, 340), (52, 84, 204, 204))] == ((45, 240, 48, 256), (64, 272, 68, 289))
+    # a window that is not exact is never used: poison the cache and the fallback still gives the pixels
+    key = ((240, 320), (256, 340), (0, 0, 204, 204))
+    _EXACT_WINDOWS[key] = None
+    np.testing.assert_array_equal(resized_crop(frames, (256, 340), key[2]), full[:, :204, :204])
+    del _EXACT_WINDOWS[key]

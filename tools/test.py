@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
 from datasets.build import load_splits, open_frame_source, open_store, stage2_transforms, test_ground_truth  # noqa
@@ -78,7 +79,10 @@ def stage2_scores(cfg, state, videos, device, rank, world):
     test_cfg.defrost()
     test_cfg.MODEL.BACKBONE = model_cfg.MODEL.BACKBONE
     _, transform = stage2_transforms(test_cfg)
-    return score_videos_on_frames(model.to(device), frames, [v.name for v in videos], transform, device,
+    model.to(device)
+    if device.type == "cuda":  # uint8 clips come out of normalise() channels-last: the model too (cudnn's fast path)
+        model.to(memory_format=torch.channels_last_3d)
+    return score_videos_on_frames(model, frames, [v.name for v in videos], transform, device,
                                   cfg.TEST.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.STAGE2.AMP, rank, world), frames
 
 
