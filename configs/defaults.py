@@ -92,6 +92,8 @@ _C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (torchrun on GPUs only; 
 _C.STAGE2.CHANNELS_LAST = False  # channels_last_3d memory format (faster convolutions on recent GPUs)
 _C.STAGE2.UINT8_INPUT = True  # the loader ships uint8 clips, normalised on the training device: the same
 # float32 values bit for bit, 4x fewer bytes to a GPU and less CPU work per clip in the loader workers
+_C.STAGE2.DEVICE_AUGMENT = False  # the loader ships the stored JPEGs; decoding (nvjpeg on a GPU) and augmentation run
+# on the training device (datasets/device_augment.py): needs a frames h5; pixels within 3 levels of the CPU path
 
 _C.INFER = CN()
 _C.INFER.THRESHOLD = 0.5  # tools/infer.py: an alarm starts when a window's score exceeds this (strict >, as the FARs)

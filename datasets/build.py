@@ -144,7 +144,13 @@ def stage2_transforms(cfg):
     transform returns uint8 clips with STAGE2.UINT8_INPUT: tools/train_stage2.py normalises them on its device)."""
     from datasets.transforms import TestTransform, TrainTransform
 
-    train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE), normalise=not cfg.STAGE2.UINT8_INPUT)
+    if cfg.STAGE2.DEVICE_AUGMENT:  # decoded and augmented on the training device (datasets/device_augment.py)
+        from datasets.device_augment import JpegTrainTransform
+
+        train = JpegTrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE))
+    else:
+        train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE),
+                               normalise=not cfg.STAGE2.UINT8_INPUT)
     test = TestTransform(cfg.MODEL.BACKBONE, cfg.DATA.DATASET, ten_crop=cfg.TEST.TEN_CROP,
                          size=_size(cfg.DATA.TEST_SIZE))
     return train, test
@@ -162,6 +168,8 @@ def stage2_train_dataset(cfg, frames, videos, transform):
             raise NotFoundError("DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
                                     "the authors' *_PLs.npy), or set STAGE2.HARD_LABELS True for the w/o-PLs ablation")
         pseudo = load_score_dict(cfg.DATA.PSEUDO_LABELS)
+    if getattr(transform, "reads_jpegs", False) and videos:  # STAGE2.DEVICE_AUGMENT: refused now, not in a worker
+        frames.read_jpegs(videos[0].name, 0, 1)
     return ClipDataset(frames, videos, pseudo, transform, clip_num=s2.CLIP_NUM, label_mode=s2.LABEL_MODE,
                        normal_label=s2.NORMAL_LABEL, hard_labels=s2.HARD_LABELS, seed=cfg.SEED,
                        pl_tolerance=s2.PL_TOLERANCE)

@@ -18,10 +18,12 @@ from utils.errors import InputError, MissingKeyError
 
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Item i -> (clips float32 (clip_num, 3, T, h, w), labels float32 (clip_num, 2)) of videos[i].
+    """Item i -> (clips (clip_num, ...) as the transform returns them, labels float32 (clip_num, 2)) of videos[i].
 
     frames: a FrameSource (datasets/frames.py); videos: list[Video]; pseudo_labels: {video: (n,)} or None
-    (hard_labels); transform: callable (uint8 (T, H, W, 3) BGR, rng) -> float32 (3, T, h, w);
+    (hard_labels); transform: callable (uint8 (T, H, W, 3) BGR, rng) -> float32 (3, T, h, w), or uint8
+    (T, h, w, 3) with normalise=False; a transform with `reads_jpegs` (datasets/device_augment.py) gets the
+    clip's stored JPEGs instead and the item holds its list of (jpegs, params), collated by its collate_fn;
     label_mode: 'interp' | 'interp_official' | 'max'; normal_label: 'zero' | 'pseudo' (see
     datasets/clip_labels.video_clip_labels); pl_tolerance: segments of PL/video length mismatch accepted
     without a warning. Call `set_epoch(epoch)` before each epoch.
@@ -91,11 +93,16 @@ class ClipDataset(torch.utils.data.Dataset):
         clips = [self.transform(self._read_clip(video.name, c, b), rng) for c, b in zip(positions, begins)]
         labels = video_clip_labels(video.label, self.pls[index], positions, begins, self.label_mode,
                                    self.normal_label, self.hard, self.segment_len)
+        if getattr(self.transform, "reads_jpegs", False):  # (jpegs, params) per clip: datasets/device_augment.py
+            return clips, torch.from_numpy(labels)
         return torch.stack(clips), torch.from_numpy(labels)
 
     def _read_clip(self, name, c, begin):
         """uint8 (segment_len, H, W, 3): frames 16c + begin ... 16c + begin + 15 (only those are decoded)."""
-        frames = self.frames.read_frames(name, int(c) * self.segment_len + int(begin), self.segment_len)
+        first = int(c) * self.segment_len + int(begin)
+        if getattr(self.transform, "reads_jpegs", False):
+            return self.frames.read_jpegs(name, first, self.segment_len)
+        frames = self.frames.read_frames(name, first, self.segment_len)
         if frames.shape[0] != self.segment_len:
             raise RuntimeError(f"video '{name}': reading {self.segment_len} frames from frame "
                                f"{int(c) * self.segment_len + int(begin)} gave {frames.shape[0]}; the frame file may "

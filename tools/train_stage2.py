@@ -25,6 +25,7 @@ from tqdm import tqdm  # noqa: E402
 from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
                             test_ground_truth, train_masks)
 from datasets.samplers import PairedBatchSampler, rank_share  # noqa: E402
+from datasets.device_augment import DeviceAugment, JpegClips, collate_jpeg_clips  # noqa: E402
 from datasets.transforms import normalise  # noqa: E402
 from models.build import build_model  # noqa: E402
 from models.losses import weighted_soft_ce  # noqa: E402
@@ -51,8 +52,11 @@ class Trainer:
     single-process one on the whole batch even when the shares are uneven (10 videos over 4 ranks).
     """
 
-    def __init__(self, cfg, model, device, world_size, rank=0):
+    def __init__(self, cfg, model, device, world_size, rank=0, train_transform=None):
         self.cfg, self.model, self.device, self.world_size = cfg, model, device, world_size
+        # STAGE2.DEVICE_AUGMENT: batches of stored JPEGs, decoded and augmented here (datasets/device_augment.py)
+        self.augment = DeviceAugment(train_transform, device) if getattr(train_transform, "reads_jpegs", False) \
+            else None
         self.loss_weight = self.share_weight(cfg, rank, world_size)
         self.optimizer = training.build_optimizer(cfg, model)
         self.scheduler = training.warmup_schedule(self.optimizer, cfg.STAGE2.WARMUP_EPOCHS)
@@ -80,7 +84,10 @@ class Trainer:
     def step(self, clips, labels):
         """One iteration: forward/backward; an optimizer step every STAGE2.ACCUMULATE iterations -> losses."""
         s2, net = self.cfg.STAGE2, self.ddp or self.model
-        clips = clips.flatten(0, 1).to(self.device, non_blocking=True)  # (2b * clip_num, 3, 16, h, w)
+        if isinstance(clips, JpegClips):  # STAGE2.DEVICE_AUGMENT: decoded, augmented and normalised here
+            clips = self.augment(clips)
+        else:
+            clips = clips.flatten(0, 1).to(self.device, non_blocking=True)  # (2b * clip_num, 16, h, w, 3) uint8
         if clips.dtype == torch.uint8:  # STAGE2.UINT8_INPUT: normalised here, on the device
             clips = normalise(clips, self.cfg.MODEL.BACKBONE)
         if s2.CHANNELS_LAST:
@@ -157,7 +164,7 @@ def train_one_epoch(trainer, loader, epoch, show):
     for clips, labels in tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show, dynamic_ncols=True):
         for key, value in trainer.step(clips, labels).items():  # .item() waits for the device
             totals[key] = totals.get(key, 0.0) + value / len(loader)
-        clips_seen += clips.shape[0] * clips.shape[1]
+        clips_seen += labels.shape[0] * labels.shape[1]  # (videos, clip_num, 2); clips may be JpegClips
     seconds = time.perf_counter() - start
     with warnings.catch_warnings():  # an epoch may end inside an accumulation window, before any step
         warnings.filterwarnings("ignore", message=re.escape("Detected call of `lr_scheduler.step()`"))
@@ -192,9 +199,10 @@ def build_loader(cfg, dataset, rank, world):
     sampler = PairedBatchSampler(dataset.normal_indices(), dataset.abnormal_indices(), cfg.STAGE2.BATCH_SIZE,
                                  rank, world, cfg.SEED)
     generator = torch.Generator().manual_seed(cfg.SEED * 1000 + rank)
+    collate = collate_jpeg_clips if getattr(dataset.transform, "reads_jpegs", False) else None
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.DATA.NUM_WORKERS,
                                        pin_memory=torch.cuda.is_available(), generator=generator,
-                                       persistent_workers=cfg.DATA.NUM_WORKERS > 0)
+                                       persistent_workers=cfg.DATA.NUM_WORKERS > 0, collate_fn=collate)
 
 
 def check_sync_bn(cfg, device):
@@ -239,7 +247,7 @@ def main(argv=None):
     model.to(device)
     if cfg.STAGE2.CHANNELS_LAST:
         model.to(memory_format=torch.channels_last_3d)
-    trainer = Trainer(cfg, model, device, world, rank)
+    trainer = Trainer(cfg, model, device, world, rank, train_transform)
     resume_state = dist.broadcast_object(prepare_output_dir(cfg, args.resume, kind="stage2") if rank == 0 else None)
     dist.barrier()
     if rank == 0:
