@@ -3,6 +3,7 @@
     python benchmarks/data.py                                  # tests/data/videos excerpt, workers 1 2
     python benchmarks/data.py --video /data/UCF/Normal_Videos020_x264.mp4 --workers 1 2 4 --copies 8
     python benchmarks/data.py --loader-workers 0 1 2 4 --backbones i3d    # the stage-2 input pipeline
+    python benchmarks/data.py --pipeline-only --device cuda                # transform + on-device decode rows
 
 Rows (frames decoded per second, single process unless stated):
   h5 random 2-seg        FrameSource(h5).read_segments(name, c, 2) at random c: the training read (§3.6: keys
@@ -27,6 +28,16 @@ Rows (frames decoded per second, single process unless stated):
                          augmented clip, timed after the first batch (worker start-up excluded). Divide by 16 for
                          clips/s and compare with benchmarks/encoder.py's training clips/s: the ratio is how many
                          times the pipeline outruns (> 1) or starves (< 1) the GPU.
+  transform <net> before/after
+                         the training transform alone on decoded 16-frame clips, one core (cv2 and torch
+                         limited to 1 thread), uint8 out: 'before' is the previous implementation (two full
+                         cv2 resizes, numpy flip and transpose; the official pixels), 'after' TrainTransform
+                         (window resize + cv2.flip, no transpose: the same pixels, tested)
+  loader jpegs <net>     STAGE2.DEVICE_AUGMENT's loader work: ClipDataset reading the clips' stored JPEGs and
+                         drawing their crops (no decoding), one process
+  device augment <net> <device>
+                         DeviceAugment on --device: batched decode_jpeg + resize, crop, resize, flip, gray,
+                         normalise of --loader-batch videos x 3 clips, synchronised (frames/s of output)
 Read rows are the best of --repeats passes (the machine may be shared); make_h5 rows are one run.
 The h5 is written to a temp dir and read back right away, so h5 rows are with the file in the page cache.
 """
@@ -156,6 +167,91 @@ def run(video, workers, copies, reads, batch, repeats=3, augment_fn=None, seed=0
     return rows
 
 
+def reference_transform(backbone):
+    """The training transform as it was before the window resize (the official pixels, uint8 out): two
+    full cv2 resizes, then the flip and the channels-first RGB transpose as numpy copies."""
+    from datasets.transforms import resize_clip
+    t = TrainTransform(backbone, normalise=False)
+
+    def apply(frames, rng):
+        p = t.sample(rng)
+        x = resize_clip(frames, t.resize)[:, p.top:p.top + p.height, p.left:p.left + p.width]
+        x = resize_clip(x, (t.crop, t.crop))
+        x = x[:, :, ::-1] if p.flip else x
+        x = x[..., ::-1] if t.spec.rgb else x
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -4)))
+    return apply
+
+
+def bench_transform(clip, transform, clips, repeats, seed=0):
+    """transform(clip, rng) `clips` times on one core -> (frames, seconds)."""
+    import cv2
+    threads = cv2.getNumThreads(), torch.get_num_threads()
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    try:
+        rng = np.random.default_rng(seed)
+        transform(clip, rng)  # warm-up: window proofs, allocations
+
+        def one():
+            transform(clip, rng)
+            return len(clip)
+        return _timed(lambda: sum(one() for _ in range(clips)), repeats)
+    finally:
+        cv2.setNumThreads(threads[0])
+        torch.set_num_threads(threads[1])
+
+
+def bench_device_augment(source, backbone, device, batch, batches, seed=0):
+    """ClipDataset of stored JPEGs -> DeviceAugment on `device` -> (loader frames, loader seconds, augmented
+    frames, augment seconds): the loader half and the device half timed separately."""
+    from datasets.device_augment import DeviceAugment, JpegTrainTransform, collate_jpeg_clips
+    device = torch.device(device)
+    videos = [Video(name, i % 2) for i, name in enumerate(source.names)]
+    transform = JpegTrainTransform(backbone)
+    dataset = ClipDataset(source, videos, None, transform, clip_num=3, hard_labels=True, seed=seed)
+    augment = DeviceAugment(transform, device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    items = [dataset[i % len(dataset)] for i in range(batch)]
+    augment(collate_jpeg_clips(items)[0])  # warm-up: nvjpeg handles, kernels
+    sync()
+    load_s = aug_s = 0.0
+    frames = 0
+    for b in range(batches):
+        start = time.perf_counter()
+        items = [dataset[(b * batch + i) % len(dataset)] for i in range(batch)]
+        clips = collate_jpeg_clips(items)[0]
+        load_s += time.perf_counter() - start
+        start = time.perf_counter()
+        augment(clips)
+        sync()
+        aug_s += time.perf_counter() - start
+        frames += len(clips.jpegs)
+    return frames, load_s, frames, aug_s
+
+
+def pipeline_rows(video, backbones, device, repeats=3, clips=20, batch=8, batches=4, seed=0):
+    """The transform before/after rows and the DEVICE_AUGMENT rows (loader + device) -> rows."""
+    rows = []
+    source = open_frames(video, kind="video")
+    clip = source.read_frames(source.names[0], 0, source.segment_len)
+    for backbone in backbones:
+        rows.append((f"transform {backbone} before (1 core)", *bench_transform(clip, reference_transform(backbone),
+                                                                               clips, repeats, seed)))
+        after = TrainTransform(backbone, normalise=False)
+        rows.append((f"transform {backbone} after (1 core)", *bench_transform(clip, after, clips, repeats, seed)))
+    with tempfile.TemporaryDirectory() as tmp:
+        h5 = Path(tmp) / "frames.h5"
+        make_h5(video, h5, workers=1, progress=False)
+        frames = open_frames(h5)
+        for backbone in backbones:
+            n, load_s, m, aug_s = bench_device_augment(frames, backbone, device, batch, batches, seed)
+            rows.append((f"loader jpegs {backbone} (no decode, 1 process)", n, load_s))
+            rows.append((f"device augment {backbone} {device}", m, aug_s))
+        frames.close()
+    return rows
+
+
 def folder_of_copies(tmp, copies):
     return tmp / f"copies{copies}"
 
@@ -180,11 +276,20 @@ def main(argv=None):
     parser.add_argument("--loader-workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts")
     parser.add_argument("--loader-batch", type=int, default=4, help="videos (x 3 clips) per loader batch")
     parser.add_argument("--loader-batches", type=int, default=8, help="timed loader batches (after one warm-up)")
+    parser.add_argument("--pipeline-only", action="store_true",
+                        help="only the transform before/after and the DEVICE_AUGMENT rows")
+    parser.add_argument("--device", default="cpu", help="device of the DeviceAugment rows (cuda on a GPU)")
+    parser.add_argument("--quick", action="store_true", help="fewer clips and batches (a check that it runs)")
     args = parser.parse_args(argv)
     from benchmarks.stage1 import describe_machine
     print("\n".join(describe_machine()))
     print(f"video: {args.video}")
-    print_table(run(args.video, args.workers, args.copies, args.reads, args.batch, args.repeats,
+    if args.pipeline_only:
+        sizes = dict(repeats=1, clips=3, batch=2, batches=1) if args.quick else dict(repeats=args.repeats)
+        print_table(pipeline_rows(args.video, tuple(args.backbones), args.device, **sizes))
+        return
+    print_table(pipeline_rows(args.video, tuple(args.backbones), args.device, repeats=args.repeats)
+                + run(args.video, args.workers, args.copies, args.reads, args.batch, args.repeats,
                     backbones=tuple(args.backbones), loader_workers=args.loader_workers,
                     loader_batch=args.loader_batch, loader_batches=args.loader_batches))
 

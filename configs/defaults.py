@@ -92,6 +92,7 @@ _C.STAGE2.SYNC_BN = False  # SyncBatchNorm across ranks (torchrun on GPUs only; 
 _C.STAGE2.CHANNELS_LAST = False  # channels_last_3d memory format (faster convolutions on recent GPUs)
 _C.STAGE2.UINT8_INPUT = True  # the loader ships uint8 clips, normalised on the training device: the same
 # float32 values bit for bit, 4x fewer bytes to a GPU and less CPU work per clip in the loader workers
+_C.STAGE2.COMPILE = ""  # torch.compile the training forward: "" (off) | default | reduce-overhead | max-autotune
 _C.STAGE2.DEVICE_AUGMENT = False  # the loader ships the stored JPEGs; decoding (nvjpeg on a GPU) and augmentation run
 # on the training device (datasets/device_augment.py): needs a frames h5; pixels within 3 levels of the CPU path
 
@@ -174,6 +175,9 @@ def validate_cfg(cfg):
     _validate_stage2(cfg)
 
 
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune")
+
+
 def _validate_stage2(cfg):
     s2 = cfg.STAGE2
     _check_choice(cfg.MODEL.BACKBONE, "MODEL.BACKBONE", BACKBONES)
@@ -181,6 +185,7 @@ def _validate_stage2(cfg):
     _check_choice(s2.LABEL_MODE, "STAGE2.LABEL_MODE", ("interp", "interp_official", "max"))
     _check_choice(s2.NORMAL_LABEL, "STAGE2.NORMAL_LABEL", ("zero", "pseudo"))
     _check_choice(s2.AMP, "STAGE2.AMP", ("off", "bf16", "fp16"))
+    _check_choice(s2.COMPILE, "STAGE2.COMPILE", COMPILE_MODES)
     _check_choice(cfg.DATA.FRAMES_KIND, "DATA.FRAMES_KIND", ("auto", "h5", "video"))
     for key in ("EPOCHS", "EVAL_PERIOD", "BATCH_SIZE", "CLIP_NUM", "ACCUMULATE"):
         if s2[key] <= 0:

@@ -62,6 +62,7 @@ class Trainer:
         self.scheduler = training.warmup_schedule(self.optimizer, cfg.STAGE2.WARMUP_EPOCHS)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.STAGE2.AMP == "fp16")
         self.global_step, self.frozen, self.ddp = 0, None, None
+        self.forward = model  # the (DDP-wrapped, STAGE2.COMPILE-compiled) module the step calls; set_phase rebuilds it
 
     @staticmethod
     def share_weight(cfg, rank, world_size):
@@ -78,6 +79,7 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 # buffers are averaged at each evaluation (training.sync_buffers), not broadcast per forward
                 self.ddp = DistributedDataParallel(self.model, device_ids=ids, broadcast_buffers=False)
+            self.forward = training.maybe_compile(self.ddp or self.model, self.cfg.STAGE2.COMPILE)
             self.frozen = frozen
         training.set_train_mode(self.model, backbone_bn_eval=frozen or self.cfg.STAGE2.BN_EVAL)
 
@@ -96,7 +98,7 @@ class Trainer:
         self.global_step += 1
         sync = self.global_step % s2.ACCUMULATE == 0
         with (net.no_sync() if self.ddp is not None and not sync else contextlib.nullcontext()), autocast(self.device, s2.AMP):
-            out = net(clips)
+            out = self.forward(clips)
             head = weighted_soft_ce(out["logits"], target, *s2.CLASS_WEIGHTS)
             if out["guided_logits"] is None:  # MODEL.SGA False: no guided head to supervise
                 guided = torch.zeros((), device=head.device)

@@ -18,6 +18,12 @@ def build_optimizer(cfg, model):
     return torch.optim.Adam(params, lr=s2.LR, weight_decay=s2.WEIGHT_DECAY)
 
 
+def maybe_compile(module, mode):
+    """-> torch.compile(module, mode=mode) for a STAGE2.COMPILE mode, the module itself for "" (off). The
+    compiled wrapper shares the module's parameters: checkpoints are written from the module, unchanged."""
+    return torch.compile(module, mode=mode) if mode else module
+
+
 def warmup_schedule(optimizer, warmup_epochs):
     """Per-epoch LambdaLR: x (epoch + 0.5) / warmup for the first epochs (0.1, 0.3, ... for 5), then x 1."""
     def factor(epoch):
