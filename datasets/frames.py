@@ -23,6 +23,7 @@ import cv2
 import h5py
 import numpy as np
 
+from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
 from utils.video import (VIDEO_EXTENSIONS, collect_videos, iter_video_segments, probe_video, read_video_frames,
                          video_names)
 
@@ -37,10 +38,10 @@ def frame_key(name, idx):
 
 
 def parse_frame_key(key):
-    """'Abuse028_x264-000012' -> ('Abuse028_x264', 12); a key not in that form is a ValueError."""
+    """'Abuse028_x264-000012' -> ('Abuse028_x264', 12); a key not in that form is an InputError."""
     match = _KEY.match(key)
     if match is None:
-        raise ValueError(f"h5 key {key!r} is not a frame key '<video>-<idx:06d>' (e.g. 'Abuse028_x264-000012'); "
+        raise InputError(f"h5 key {key!r} is not a frame key '<video>-<idx:06d>' (e.g. 'Abuse028_x264-000012'); "
                          "is this a feature h5 (keys '<video>.npy')? Frame h5 files are written by tools/make_h5.py")
     return match.group("name"), int(match.group("idx"))
 
@@ -49,7 +50,7 @@ def encode_frame(frame, quality=95):
     """frame: uint8 (H, W, 3) BGR -> JPEG bytes (cv2.imencode, as the official make_h5, §4.8)."""
     ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
-        raise ValueError(f"cv2.imencode failed on a frame of shape {frame.shape}, dtype {frame.dtype}")
+        raise InputError(f"cv2.imencode failed on a frame of shape {frame.shape}, dtype {frame.dtype}")
     return buf.tobytes()  # not .tostring(): removed in NumPy 2 (§6.7)
 
 
@@ -63,21 +64,21 @@ def decode_segment(jpegs, where="segment"):
     frames = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in jpegs]
     bad = [i for i, f in enumerate(frames) if f is None]
     if bad:
-        raise ValueError(f"{where}: frames {bad} are not decodable JPEG data (corrupt h5? rebuild it with "
+        raise InputError(f"{where}: frames {bad} are not decodable JPEG data (corrupt h5? rebuild it with "
                          "tools/make_h5.py)")
     if len({f.shape for f in frames}) > 1:
-        raise ValueError(f"{where}: frames have different sizes {sorted({f.shape for f in frames})}")
+        raise InputError(f"{where}: frames have different sizes {sorted({f.shape for f in frames})}")
     return np.stack(frames)
 
 
 def _missing_names_error(missing, available, source, looks_like):
-    """-> KeyError listing the first missing names, their count and what available names look like."""
+    """-> MissingKeyError listing the first missing names, their count and what available names look like."""
     hint = ""
     if any(Path(m).suffix.lower() in VIDEO_EXTENSIONS + (".npy",) for m in missing):
         hint = " Requested names carry an extension: names have none (e.g. 'Abuse028_x264', not '.mp4'/'.npy')."
-    return KeyError(f"{len(missing)} requested videos are not in {source}: {missing[:_SHOWN]}"
-                    f"{f' ... and {len(missing) - _SHOWN} more' if len(missing) > _SHOWN else ''}; "
-                    f"it has {len(available)} videos, e.g. {available[:3]} ({looks_like}).{hint}")
+    return MissingKeyError(f"{len(missing)} requested videos are not in {source}: {missing[:_SHOWN]}"
+                           f"{f' ... and {len(missing) - _SHOWN} more' if len(missing) > _SHOWN else ''}; "
+                           f"it has {len(available)} videos, e.g. {available[:3]} ({looks_like}).{hint}")
 
 
 class FrameSource:
@@ -87,7 +88,7 @@ class FrameSource:
         self.names, self.segment_len, self.source = list(names), int(segment_len), source
 
     def _restrict(self, available, names):
-        """-> `names` (requested order) if given, else sorted `available`; missing names -> KeyError."""
+        """-> `names` (requested order) if given, else sorted `available`; missing names -> MissingKeyError."""
         if names is None:
             return sorted(available)
         names = list(dict.fromkeys(str(n) for n in names))
@@ -100,8 +101,8 @@ class FrameSource:
         """Range check of segments start..start+count-1 of `name`, with errors naming both."""
         n = self.num_segments(name)
         if count < 1 or start < 0 or start + count > n:
-            raise IndexError(f"video {name!r} in {self.source} has {n} segments; segments {start}.."
-                             f"{start + count - 1} (start={start}, count={count}) are out of range")
+            raise OutOfRangeError(f"video {name!r} in {self.source} has {n} segments; segments {start}.."
+                                  f"{start + count - 1} (start={start}, count={count}) are out of range")
 
     def num_segments(self, name):
         """-> number of whole segment_len-frame segments of video `name`."""
@@ -120,8 +121,6 @@ class FrameSource:
 
     def read_jpegs(self, name, first, count):
         """-> the stored JPEGs of frames first..first+count-1: only a frames h5 stores them."""
-        from utils.errors import InputError
-
         raise InputError(f"STAGE2.DEVICE_AUGMENT True decodes the JPEGs stored in a frames h5, but the frames "
                          f"come from {self.source}: convert the videos with tools/make_h5.py and set DATA.FRAMES "
                          "to the h5, or set STAGE2.DEVICE_AUGMENT False")
@@ -129,8 +128,8 @@ class FrameSource:
     def _frame_span(self, name, first, count):
         """-> (first segment, end segment) holding frames first..first+count-1, range-checked."""
         if count < 1 or first < 0:
-            raise IndexError(f"video {name!r} in {self.source}: frames {first}..{first + count - 1} (first={first}, "
-                             f"count={count}) are out of range")
+            raise OutOfRangeError(f"video {name!r} in {self.source}: frames {first}..{first + count - 1} "
+                                  f"(first={first}, count={count}) are out of range")
         start, stop = first // self.segment_len, -(-(first + count) // self.segment_len)
         self._check(name, start, stop - start)
         return start, stop
@@ -138,7 +137,7 @@ class FrameSource:
     def iter_segments(self, name, batch):
         """Yields (first segment index, uint8 (k * segment_len, H, W, 3) BGR), k <= batch, every segment in order."""
         if batch < 1:
-            raise ValueError(f"iter_segments: batch={batch} must be >= 1")
+            raise InputError(f"iter_segments: batch={batch} must be >= 1")
         n = self.num_segments(name)
         for first in range(0, n, batch):
             yield first, self.read_segments(name, first, min(batch, n - first))
@@ -147,8 +146,8 @@ class FrameSource:
         return "names are video basenames without extension"
 
     def _unknown(self, name):
-        return KeyError(f"video {name!r} is not in {self.source} (videos: {self.names[:3]}"
-                        f"{' ...' if len(self.names) > 3 else ''}, {len(self.names)} in all)")
+        return MissingKeyError(f"video {name!r} is not in {self.source} (videos: {self.names[:3]}"
+                               f"{' ...' if len(self.names) > 3 else ''}, {len(self.names)} in all)")
 
 
 class H5FrameSource(FrameSource):
@@ -166,20 +165,20 @@ class H5FrameSource(FrameSource):
         with h5py.File(self.path, "r") as f:
             keys = list(f.keys())
             if not keys:
-                raise ValueError(f"{self.source} holds no keys; write it with tools/make_h5.py")
+                raise InputError(f"{self.source} holds no keys; write it with tools/make_h5.py")
             indices = {}
             for key in keys:
                 name, idx = parse_frame_key(key)
                 indices.setdefault(name, []).append(idx)
             stored = f[keys[0]].shape  # the official reader takes dataset_len from the first key (§3.6)
         if stored != (self.segment_len,):
-            raise ValueError(f"{self.source}: key {keys[0]!r} holds shape {stored}, expected ({self.segment_len},) "
+            raise InputError(f"{self.source}: key {keys[0]!r} holds shape {stored}, expected ({self.segment_len},) "
                              f"JPEG frames; pass segment_len={stored[0]} or rebuild the h5")
         for name, idx in indices.items():
             idx = np.sort(idx)
             if idx[-1] != len(idx) - 1:  # keys are unique, so max == n-1 <=> exactly 0..n-1
                 gap = int(np.setdiff1d(np.arange(idx[-1] + 1), idx)[0])
-                raise ValueError(f"{self.source}: video {name!r} has keys up to {frame_key(name, int(idx[-1]))} "
+                raise InputError(f"{self.source}: video {name!r} has keys up to {frame_key(name, int(idx[-1]))} "
                                  f"but key {frame_key(name, gap)!r} is missing; rebuild the h5 with tools/make_h5.py")
         return {name: len(idx) for name, idx in indices.items()}
 
@@ -227,7 +226,7 @@ class H5FrameSource(FrameSource):
             key = frame_key(name, idx)
             jpegs = f[key][()]
             if jpegs.shape != (n,):
-                raise ValueError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected ({n},) JPEG "
+                raise InputError(f"{self.source}: key {key!r} holds shape {jpegs.shape}, expected ({n},) JPEG "
                                  "byte strings")
             lo, hi = max(first - idx * n, 0), min(first + count - idx * n, n)
             frames.append(decode_segment(jpegs[lo:hi], f"{self.source} key {key!r} (frames {lo}..{hi - 1})"))
@@ -278,17 +277,17 @@ class VideoFrameSource(FrameSource):
 def open_frames(path, kind="auto", names=None, root=None, segment_len=SEGMENT_LEN, verify_count=False):
     """-> FrameSource over a frames h5 (kind "h5") or a video folder / list file / video (kind "video").
 
-    kind "auto" picks "h5" when h5py.is_hdf5(path). names: restrict to these videos (KeyError if any is
+    kind "auto" picks "h5" when h5py.is_hdf5(path). names: restrict to these videos (MissingKeyError if any is
     missing). root: base of relative paths in a video list. verify_count: count video frames by decoding.
     """
     if kind not in ("auto", "h5", "video"):
-        raise ValueError(f"open_frames: kind={kind!r}; use 'auto', 'h5' or 'video'")
+        raise InputError(f"open_frames: kind={kind!r}; use 'auto', 'h5' or 'video'")
     if not isinstance(path, (list, tuple)) and not Path(path).exists():
-        raise FileNotFoundError(f"frames source {str(path)!r} does not exist (a frames h5, a video folder or a "
-                                "list file of videos)")
+        raise NotFoundError(f"frames source {str(path)!r} does not exist (a frames h5, a video folder or a "
+                            "list file of videos)")
     is_h5 = not isinstance(path, (list, tuple)) and Path(path).is_file() and h5py.is_hdf5(path)
     if kind == "h5" and not is_h5:
-        raise ValueError(f"frames source {str(path)!r} is not an HDF5 file; use kind='video' for videos")
+        raise InputError(f"frames source {str(path)!r} is not an HDF5 file; use kind='video' for videos")
     if kind == "h5" or (kind == "auto" and is_h5):
         return H5FrameSource(path, names, segment_len)
     return VideoFrameSource(path, names, root, segment_len, verify_count)
