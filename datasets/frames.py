@@ -4,8 +4,9 @@ Official frames h5 (MIST_REFERENCE.md §3.6, §4.8; written by tools/make_h5.py)
 holds one segment of `segment_len` (16) JPEG-encoded BGR frames as a fixed-length byte-string array
 (numpy strips trailing NULs on read; harmless, JPEG data ends with FFD9). Segment idx covers frames
 16*idx .. 16*idx+15; the trailing n % 16 frames of a video are not stored (§4.2).
-Raw videos (issue #32: read videos without building the 35 GB UCF h5): a folder (recursive) or a list file;
-a video's name is its basename without extension and it has n_frames // 16 whole segments.
+Raw videos (issue #32: read videos without building the frames h5, ~27 KB per 320x240 frame at JPEG quality
+95, so ~375 GB for UCF-Crime: benchmarks/RESULTS.md): a folder (recursive) or a list file; a video's name
+is its basename without extension and it has n_frames // 16 whole segments.
 
 Both sources return frames exactly as stored/decoded: uint8 (n, H, W, 3) **BGR**; colour order, resizing
 and normalisation are the transforms' job. An h5 source reads its JPEGs, so its frames differ from the
