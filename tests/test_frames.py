@@ -16,6 +16,7 @@ import pytest
 from datasets.frames import encode_segment, frame_key, open_frames, parse_frame_key
 from tools import make_h5 as make_h5_tool
 from tools.make_h5 import make_h5
+from utils import cli
 from utils.video import iter_video_segments, probe_video, read_video_frames
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
@@ -181,18 +182,33 @@ def test_list_file_paths_resolve_against_list_folder_or_root(videos, tmp_path):
     assert make_h5(tmp_path / "list2.txt", tmp_path / "b.h5", root=tmp_path / "vids", progress=False)["videos"] == 1
 
 
-def test_interrupted_run_leaves_no_output(videos, tmp_path, monkeypatch):
-    real_encode = make_h5_tool.encode_video
+def test_interrupted_run_keeps_finished_videos_and_resumes(videos, tmp_path, monkeypatch):
+    """Ctrl-C after the first video: no '<out>', its segments in '<out>.incomplete'; the same call resumes
+    (the finished video is not decoded again), other options are refused (kill -9: tests/test_make_h5.py)."""
+    real_encode, calls = make_h5_tool.encode_video, []
 
     def encode_then_interrupt(path, **kwargs):
-        if Path(path).stem == "short":
-            raise KeyboardInterrupt  # Ctrl-C after the first video was written to '<out>.tmp'
+        calls.append(Path(path).stem)
+        if Path(path).stem == "short" and calls.count("short") == 1:
+            raise KeyboardInterrupt  # Ctrl-C after the first video was committed
         return real_encode(path, **kwargs)
 
     monkeypatch.setattr(make_h5_tool, "encode_video", encode_then_interrupt)
+    out, paths = tmp_path / "out.h5", [videos["synth"], videos["short"], videos["real"]]
     with pytest.raises(KeyboardInterrupt):
-        make_h5([videos["synth"], videos["short"]], tmp_path / "out.h5", progress=False)
-    assert list(tmp_path.iterdir()) == []
+        make_h5(paths, out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5.incomplete"]
+    with h5py.File(tmp_path / "out.h5.incomplete", "r") as f:
+        assert sorted(f.keys()) == ["synth-000000", "synth-000001"]
+    with pytest.raises(FileExistsError, match=r"started with --quality 95, not 90.*--force"):
+        make_h5(paths, out, quality=90, progress=False)
+    report = make_h5(paths, out, progress=False)
+    assert calls == ["synth", "short", "short", REAL_NAME]
+    assert (report["videos"], report["videos_already_done"], report["segments"]) == (1, 1, 6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.h5"]
+    with h5py.File(out, "r") as f:
+        assert sorted(f.keys()) == sorted([frame_key(REAL_NAME, i) for i in range(6)] + ["synth-000000",
+                                                                                          "synth-000001"])
 
 
 def test_all_skipped_writes_nothing(videos, tmp_path):
@@ -208,8 +224,10 @@ def test_cli_exit_codes_and_resize(videos, tmp_path, capsys):
     assert "short.avi: only 10 frames" in capsys.readouterr().out
     assert open_frames(tmp_path / "o.h5").read_segments("synth", 1, 1).shape == (16, 24, 32, 3)
     assert make_h5_tool.main([str(tmp_path / "l.txt"), str(tmp_path / "o.h5"), "--force", "--allow-skips"]) == 0
-    assert make_h5_tool.main([str(tmp_path / "l.txt"), str(tmp_path / "o.h5")]) == 2  # exists, no --force
-    assert "already exists" in capsys.readouterr().err
+    assert cli.run(make_h5_tool.main, [str(tmp_path / "l.txt"), str(tmp_path / "o.h5")]) == 2  # no --force
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
+    assert last.startswith("error: output ") and last.endswith("already exists; pass --force (force=True) to "
+                                                               "overwrite it")
 
 
 def test_gap_in_keys_is_an_error(tmp_path):
