@@ -1,4 +1,5 @@
-"""tools/extract_features.py: exact pooling of each encoder, the real video, resuming, and stage 1 on the output."""
+"""tools/extract_features.py: exact pooling of each encoder, the real video, resuming, and stage 1 on the output
+(torchrun sharding: tests/test_extract_sharded.py)."""
 import json
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from models.mist import MIST
 from models.weights import CheckpointError
 from tests.stage2_fixtures import make_tiny_videos
 from tools import extract_features as ef
+from utils import cli
 from utils.config import load_cfg
+from utils.errors import UserError
 from utils.video import read_video_frames
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
@@ -109,7 +112,9 @@ def _h5(path):
 
 
 def test_real_video_features_match_the_encoder_on_its_clips(weights, tmp_path):
-    """The shipped 100-frame video: 6 whole clips (frames 0-95), each = the encoder on its test-transformed clip."""
+    """The shipped 100-frame video: 6 whole clips (frames 0-95), each = the encoder on its test-transformed clip,
+    bit for bit: uint8 clips normalised after the loader give the float transform's values, and the clips go
+    through the encoder in the video's own batches of TEST.BATCH_SIZE (clips 0-3, then 4-5)."""
     report = _run(REAL, tmp_path / "i3d.h5", "i3d", weights["i3d"], opts=["DATA.TEST_SIZE", "[32, 40]"])
     feats = _h5(tmp_path / "i3d.h5")["Normal_Videos020_x264_head100.npy"]
     assert feats.shape == (6, 64) and report["clips"] == 6 and report["dim"] == 64
@@ -119,7 +124,8 @@ def test_real_video_features_match_the_encoder_on_its_clips(weights, tmp_path):
     frames = read_video_frames(REAL, 0, 96)
     clips = torch.stack([transform(frames[16 * k:16 * k + 16]) for k in range(6)])
     with torch.no_grad():
-        np.testing.assert_allclose(feats, encoder.eval()(clips).numpy(), rtol=1e-5, atol=1e-6)
+        expected = torch.cat([encoder.eval()(clips[:4]), encoder(clips[4:])]).numpy()
+    np.testing.assert_array_equal(feats, expected)
 
     _run(REAL, tmp_path / "c3d10.h5", "c3d", weights["c3d"], "--crops", "10", opts=C3D_SIZE)
     ten = _h5(tmp_path / "c3d10.h5")["Normal_Videos020_x264_head100.npy"]
@@ -132,7 +138,8 @@ def tiny_videos(tmp_path_factory):
     return make_tiny_videos(tmp_path_factory.mktemp("videos"), n_train=3, n_test=2)
 
 
-def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_videos, tmp_path, monkeypatch):
+def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_videos, tmp_path, monkeypatch,
+                                                                  capsys):
     full = tmp_path / "full.h5"
     _run(tiny_videos["frames"], full, "c3d", weights["c3d"], opts=C3D_SIZE)
     reference = _h5(full)
@@ -149,9 +156,9 @@ def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_v
         write(self, name, features)
 
     monkeypatch.setattr(ef.H5Writer, "write", interrupt_on_the_third)
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(KeyboardInterrupt):
         _run(tiny_videos["frames"], out, "c3d", weights["c3d"], opts=C3D_SIZE)
-    assert stop.value.code == 130
+    assert f"interrupted: the finished videos are in {out}" in capsys.readouterr().err
     monkeypatch.setattr(ef.H5Writer, "write", write)
     partial = _h5(out)
     assert sorted(partial) == sorted(f"{n}.npy" for n in calls[:2])  # readable, finished videos only
@@ -161,10 +168,30 @@ def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_v
     assert (report["videos_written"], report["videos_already_done"]) == (8, 2)
     resumed = _h5(out)
     assert sorted(resumed) == sorted(reference)
-    for key in reference:
-        np.testing.assert_allclose(resumed[key], reference[key], rtol=1e-5, atol=1e-6)
-    with pytest.raises(SystemExit, match="other settings.*crops: 1 -> 5.*--force"):
+    for key in reference:  # each video's own batches: the same bytes whatever was done before
+        assert resumed[key].tobytes() == reference[key].tobytes(), key
+    with pytest.raises(UserError, match="other settings.*crops: 1 -> 5.*--force"):
         _run(tiny_videos["frames"], out, "c3d", weights["c3d"], "--crops", "5", opts=C3D_SIZE)
+    args = [str(tiny_videos["frames"]), str(out), "--encoder", "c3d", "--weights", str(tmp_path / "nope.pth")]
+    assert cli.run(ef.main, args + TINY) == 2
+    assert capsys.readouterr().err.strip().endswith("nope.pth' does not exist: pass the encoder's checkpoint file")
+
+
+def test_uint8_clips_give_the_float_paths_features_bit_for_bit(weights, tiny_videos, tmp_path):
+    """C3D (the tiny model where a channels-last input takes other CPU kernels, other bits): every video's
+    features equal the encoder on the float transform's clips, batched as the video's clips 0-3, 4-7, ..."""
+    _run(tiny_videos["frames"], tmp_path / "c3d.h5", "c3d", weights["c3d"], opts=C3D_SIZE)
+    feats = _h5(tmp_path / "c3d.h5")
+    encoder, _ = ef.build_encoder("c3d", weights["c3d"], load_cfg(None, TINY + C3D_SIZE))
+    transform = TestTransform("c3d", "shanghaitech", size=((32, 40), 32))
+    frames = open_frames(tiny_videos["frames"])
+    for name in frames.names:
+        n = frames.num_segments(name)
+        video = frames.read_segments(name, 0, n)
+        clips = [transform(video[16 * k:16 * k + 16]) for k in range(n)]
+        with torch.no_grad():
+            expected = torch.cat([encoder(torch.stack(clips[i:i + 4])) for i in range(0, len(clips), 4)])
+        assert feats[f"{name}.npy"].tobytes() == expected.numpy().tobytes(), name
 
 
 def test_npy_folder_is_an_rtfm_list_stage1_reads(weights, tiny_videos, tmp_path):
