@@ -118,7 +118,8 @@ _C.TEST = CN()
 _C.TEST.CHECKPOINT = ""  # checkpoint evaluated by tools/test.py
 _C.TEST.SCORES = ""  # or: a saved per-video score file (.npz, or official-style .npy dict) to evaluate
 _C.TEST.THRESHOLD = 0.5  # score threshold of the false alarm rates
-_C.TEST.MAX_PAD_CLIPS = 0  # clips a video's scores may run past its ground truth (GT padded by its last frame)
+_C.TEST.MAX_PAD_CLIPS = 0  # clips a video's scores may run past its ground truth (GT padded by its last frame),
+# or fall short of it beyond the unscored n % 16 tail + 1 clip (those GT frames are not evaluated)
 _C.TEST.TEN_CROP = False  # stage 2: average the scores of 10 crops (4 corners + centre, and mirrored)
 _C.TEST.BATCH_SIZE = 16  # stage 2: clips per forward pass at test time
 _C.TEST.CALIBRATION_FARS = [0.0005, 0.001, 0.01]  # target FARs on normal-video frames: thresholds -> test_<name>_calibration.json
@@ -167,6 +168,11 @@ def validate_cfg(cfg):
         raise ValueError(f"STAGE1.TOPK = {s1.TOPK} exceeds the {s1.PART_NUM * s1.PART_LEN} clips sampled per video")
     if not 0.0 <= s1.DROPOUT < 1.0:
         raise ValueError(f"STAGE1.DROPOUT must be in [0, 1), got {s1.DROPOUT}")
+    for key, value in (("STAGE1.WEIGHT_DECAY", s1.WEIGHT_DECAY), ("STAGE2.WEIGHT_DECAY", cfg.STAGE2.WEIGHT_DECAY)):
+        if not value >= 0.0:  # also refuses NaN
+            raise ValueError(f"{key} must be >= 0 (0.0 for none), got {value}")
+    if not cfg.STAGE2.LR > 0.0:
+        raise ValueError(f"STAGE2.LR must be positive, got {cfg.STAGE2.LR}")
     if cfg.PSEUDO_LABEL.KERNEL < 1 or cfg.PSEUDO_LABEL.KERNEL % 2 == 0:
         raise ValueError(f"PSEUDO_LABEL.KERNEL must be a positive odd integer, got {cfg.PSEUDO_LABEL.KERNEL}")
     _check_choice(cfg.PSEUDO_LABEL.CHECKPOINT, "PSEUDO_LABEL.CHECKPOINT", ("last", "best", "best_val"))

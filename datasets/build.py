@@ -132,6 +132,19 @@ def open_frame_source(cfg, videos):
     return frames
 
 
+def check_device_augment(cfg):
+    """STAGE2.DEVICE_AUGMENT decodes the JPEGs stored in a frames h5: refused at start for raw videos."""
+    import h5py
+
+    frames = Path(cfg.DATA.FRAMES)
+    is_h5 = cfg.DATA.FRAMES_KIND == "h5" or (cfg.DATA.FRAMES_KIND == "auto" and frames.is_file()
+                                            and h5py.is_hdf5(frames))
+    if cfg.STAGE2.DEVICE_AUGMENT and frames.exists() and not is_h5:
+        raise InputError(f"STAGE2.DEVICE_AUGMENT True decodes the JPEGs stored in a frames h5, but DATA.FRAMES "
+                         f"{frames} holds videos: convert them with tools/make_h5.py and set DATA.FRAMES to the h5, "
+                         "or set STAGE2.DEVICE_AUGMENT False")
+
+
 def _size(values):
     """[] -> None (backbone default); [h, w, crop] -> ((h, w), crop); [h, w] -> ((h, w), min(h, w))."""
     if not values:

@@ -41,6 +41,11 @@ def align_pseudo_labels(pl, n_segments, name, tolerance=1):
     if pl.ndim != 1 or pl.size == 0:
         raise InputError(f"video '{name}' has empty or non-1-D pseudo-labels (shape {pl.shape}); regenerate the "
                          f"pseudo-label file with tools/train_stage1.py")
+    outside = np.flatnonzero(~((pl >= 0.0) & (pl <= 1.0)))  # NaN included
+    if outside.size:
+        raise InputError(f"video '{name}': {outside.size} of its {pl.size} pseudo-labels are outside [0, 1] or NaN "
+                         f"(first: {pl[outside[0]]} at segment {outside[0]}); pseudo-labels are min-max normalised "
+                         "scores: regenerate the file (DATA.PSEUDO_LABELS) with tools/train_stage1.py")
     if abs(pl.size - n_segments) > tolerance:
         fix = "padding with the last value" if pl.size < n_segments else "dropping the tail"
         warnings.warn(f"video '{name}': {pl.size} pseudo-labels for {n_segments} frame segments (more than "

@@ -53,8 +53,12 @@ def read_split(path, dataset, cfg_key=None):
     if not os.path.isfile(path):
         raise NotFoundError(f"split file '{path}' does not exist: set {key} to an existing split "
                                 f"(the official ones are under data/{dataset}/)")
-    with open(path) as f:
-        lines = [(i, ln.strip()) for i, ln in enumerate(f, 1) if ln.strip()]
+    try:
+        with open(path, encoding="utf-8-sig") as f:  # -sig: a BOM (Windows editors) is not part of the first name
+            lines = [(i, ln.strip()) for i, ln in enumerate(f, 1) if ln.strip()]
+    except UnicodeDecodeError as err:
+        raise InputError(f"split '{path}' is not UTF-8 text (byte {err.start}: {err.reason}); is it a split file? "
+                         f"set {key} to the text file of video names") from None
     if not lines:
         raise InputError(f"split '{path}' is empty (no video lines): point {key} at a non-empty split")
     fmt = _detect_format(path, lines[0])

@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 import torch
 
+from utils.errors import InputError
+
 
 @dataclass(frozen=True)
 class _Spec:
@@ -49,12 +51,13 @@ class CropParams:
 
 def _spec(backbone, size):
     if backbone not in SPECS:
-        raise ValueError(f"unknown backbone {backbone!r}; use one of {tuple(SPECS)}")
+        raise InputError(f"unknown backbone {backbone!r} (MODEL.BACKBONE); use one of {tuple(SPECS)}")
     if size is None:
         return SPECS[backbone].resize, SPECS[backbone].crop
     (height, width), crop = size
     if not 0 < crop <= min(height, width):
-        raise ValueError(f"crop {crop} does not fit in the resized frame {height}x{width}")
+        raise InputError(f"crop {crop} does not fit in the resized frame {height}x{width}: DATA.TRAIN_SIZE / "
+                         "DATA.TEST_SIZE are [resize_h, resize_w, crop] with crop <= min(resize_h, resize_w)")
     return (int(height), int(width)), int(crop)
 
 
@@ -225,7 +228,7 @@ def normalise(clips, backbone):
 def _check_frames(frames):
     if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4
             and frames.shape[-1] == 3):
-        raise ValueError(f"expected uint8 BGR frames of shape (T, H, W, 3), got "
+        raise InputError(f"expected uint8 BGR frames of shape (T, H, W, 3), got "
                          f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}")
 
 

@@ -83,7 +83,10 @@ def test_align_pads_with_last_value_or_drops_tail():
         out = align_pseudo_labels([0.1, 0.5], 5, "01_0014")
     np.testing.assert_array_equal(out, [0.1, 0.5, 0.5, 0.5, 0.5])
     with pytest.warns(UserWarning, match=r"'x': 6 pseudo-labels for 3 .*dropping"):
-        np.testing.assert_array_equal(align_pseudo_labels(np.arange(6.0), 3, "x"), [0, 1, 2])
+        np.testing.assert_array_equal(align_pseudo_labels(np.arange(6.0) / 8, 3, "x"), [0, 0.125, 0.25])
+    for bad in (1.5, -0.25, np.nan):  # pseudo-labels are min-max normalised scores
+        with pytest.raises(ValueError, match=rf"video 'y': 1 of its 2 pseudo-labels are outside \[0, 1\] or NaN \(first: {bad}"):
+            align_pseudo_labels([0.5, bad], 2, "y")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         align_pseudo_labels([0.1, 0.5], 5, "v", tolerance=3)

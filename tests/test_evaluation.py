@@ -87,8 +87,15 @@ def test_missing_or_bad_inputs():
         expand_to_frames({'b': [0.1]}, gt, ['b'])
     with pytest.raises(ValueError, match=r"video 'a' must be 1-D .*\(2, 2\)"):
         expand_to_frames({'a': np.zeros((2, 2))}, gt, ['a'])
-    s, _, _ = expand_to_frames({'a': np.float64(0.7)}, gt, ['a'])  # 1-clip video squeezed to 0-d
-    assert s.tolist() == [0.7] * 16
+    s, _, _ = expand_to_frames({'a': np.float64(0.7)}, {'a': np.zeros(31)}, ['a'])  # 1-clip video squeezed to 0-d
+    assert s.tolist() == [0.7] * 16  # the 15 frames past the last whole clip are the unscored tail
+    with pytest.warns(UserWarning, match="one clip of GT past their scores"):  # the authors' C3D features do that
+        assert len(expand_to_frames({'a': [0.7]}, gt, ['a'])[0]) == 16
+    with pytest.raises(ValueError, match=r"video 'a': its GT .* 48 frames but its 1 clip scores cover only 16"):
+        expand_to_frames({'a': [0.7]}, {'a': np.zeros(48)}, ['a'])  # 2 clips unscored: another version of the video
+    with pytest.warns(UserWarning):
+        s, _, _ = expand_to_frames({'a': [0.7]}, {'a': np.zeros(48)}, ['a'], max_pad_clips=1)  # unless allowed
+    assert len(s) == 16
 
 
 def test_evaluate_far_definitions_and_per_class():

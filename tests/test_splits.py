@@ -129,3 +129,14 @@ def test_labels_that_cannot_be_inferred(tmp_path):
         read_split(_write(tmp_path, 'cam1_i3d.npy\n'), 'demo')
     with pytest.raises(ValueError, match="no '_label_<code>'"):
         read_split(_write(tmp_path, 'movie__0.npy\n'), 'xd_violence')
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_video_name(tmp_path):
+    from datasets.splits import read_split
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeff01_0014.npy\n01_0015.npy\n".encode("utf-8"))
+    assert [v.name for v in read_split(path, "shanghaitech")][:1] == ["01_0014"]
+    binary = tmp_path / "feats.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe\x00")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        read_split(binary, "shanghaitech", "DATA.TEST_SPLIT")

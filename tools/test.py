@@ -17,7 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from yacs.config import CfgNode  # noqa: E402
 
@@ -26,14 +25,14 @@ from models.build import build_generator, build_model  # noqa: E402
 from models.weights import CheckpointError, load_weights, read_checkpoint  # noqa: E402
 from utils import distributed as dist  # noqa: E402
 from utils.calibration import calibrate_split, format_table  # noqa: E402
-from utils.checkpoint import write_json  # noqa: E402
+from utils.checkpoint import save_npz, write_json  # noqa: E402
 from utils.config import ConfigError, setup_cfg  # noqa: E402
 from utils.video_scoring import score_videos_on_frames  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from utils.errors import ExistsError, InputError, NotFoundError  # noqa: E402
 from utils import cli  # noqa: E402
 
 
@@ -99,18 +98,34 @@ def checkpoint_scores(cfg, videos, rank, world, device):
     return scores, frames.segment_len
 
 
+def check_paths(cfg, force):
+    """The input file exists and no earlier result would be overwritten (unless --force) -> result name."""
+    key, path = ("TEST.CHECKPOINT", cfg.TEST.CHECKPOINT) if cfg.TEST.CHECKPOINT else ("TEST.SCORES", cfg.TEST.SCORES)
+    if not Path(path).is_file():
+        raise NotFoundError(f"{key} {path} does not exist (or is not a file): check the path")
+    name = Path(path).stem
+    out = Path(cfg.OUTPUT_DIR)
+    if out.exists() and not out.is_dir():
+        raise ExistsError(f"OUTPUT_DIR {out} is a file, not a folder: set OUTPUT_DIR to a folder")
+    earlier = out / f"test_{name}.json"
+    if earlier.exists() and not force:
+        raise ExistsError(f"{earlier} holds the results of an earlier test of {path}: pass --force to overwrite them, "
+                          "or set OUTPUT_DIR to another folder")
+    return name
+
+
 def main(argv=None):
-    cfg, _ = setup_cfg(__doc__, argv)
+    cfg, args = setup_cfg(__doc__, argv)
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
         raise ConfigError("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)")
+    name = check_paths(cfg, args.force)
     rank, world, device = dist.init_distributed(cfg.DEVICE)
     logger = setup_logger(rank=rank)
     _, videos = load_splits(cfg, need_train=False)
     labels = test_ground_truth(cfg, videos)
     if cfg.TEST.SCORES:
-        name, scores, clip_len = Path(cfg.TEST.SCORES).stem, load_score_dict(cfg.TEST.SCORES), cfg.DATA.CLIP_LEN
+        scores, clip_len = load_score_dict(cfg.TEST.SCORES), cfg.DATA.CLIP_LEN
     else:
-        name = Path(cfg.TEST.CHECKPOINT).stem
         scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
     metrics = evaluate(scores, labels, videos, clip_len, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
     calibration = calibrate_split(scores, labels, videos, clip_len, cfg.TEST.CALIBRATION_FARS,
@@ -118,7 +133,7 @@ def main(argv=None):
     if rank == 0:
         out = Path(cfg.OUTPUT_DIR)
         out.mkdir(parents=True, exist_ok=True)
-        np.savez(out / f"test_{name}_scores.npz", **{v.name: scores[v.name] for v in videos})
+        save_npz(out / f"test_{name}_scores.npz", {v.name: scores[v.name] for v in videos})
         write_json(out / f"test_{name}.json", {"source": cfg.TEST.CHECKPOINT or cfg.TEST.SCORES,
                                                "ten_crop": cfg.TEST.TEN_CROP, **metrics})
         report(metrics, name, logger, cfg.DATA.DATASET)

@@ -23,13 +23,13 @@ from models.build import build_generator  # noqa: E402
 from models.losses import mil_ranking_loss  # noqa: E402
 from models.sultani import sultani_loss  # noqa: E402
 from utils import protocol  # noqa: E402
-from utils.checkpoint import load_checkpoint, save_checkpoint, write_json  # noqa: E402
+from utils.checkpoint import load_checkpoint, save_checkpoint, save_npz, write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
 from utils.env import keep_large_blocks, resolve_device, seed_everything  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.pseudo_labels import pseudo_label_auc, refine_all, save_pseudo_labels  # noqa: E402
-from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
+from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir, restore_model, start_run  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
 from utils import cli  # noqa: E402
 
@@ -99,13 +99,12 @@ def state_dict(model, optimizer, rng, epoch, best, cfg):
             "best": best, "cfg": cfg.dump(), "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
 
 
-def restore(state, model, optimizer, rng, cfg, logger):
+def restore(state, model, optimizer, rng, cfg):
     check_resumed_cfg(state, cfg)
-    model.load_state_dict(state["model"])
+    restore_model(model, state, cfg)
     optimizer.load_state_dict(state["optimizer"])
     rng.bit_generator.state = state["numpy_rng"]
     torch.set_rng_state(state["torch_rng"])
-    logger.info("resumed from epoch %d (best test AUC %.4f)", state["epoch"], state["best"]["auc"])
     return state["epoch"], state["best"]
 
 
@@ -118,10 +117,10 @@ def finish(cfg, model, store, train_videos, test_videos, labels, device, logger,
     pseudo = refine_all(train_scores, {v.name: v.label for v in train_videos}, cfg.PSEUDO_LABEL.KERNEL,
                         cfg.PSEUDO_LABEL.PASSES)
     save_pseudo_labels(Path(cfg.OUTPUT_DIR) / "pseudo_labels", pseudo)
-    np.savez(Path(cfg.OUTPUT_DIR) / "train_scores.npz", **train_scores)  # before refinement (tools/pl_quality.py)
+    save_npz(Path(cfg.OUTPUT_DIR) / "train_scores.npz", train_scores)  # before refinement (tools/pl_quality.py)
     masks = train_masks(cfg, train_videos)
     metrics, test_scores = evaluate_generator(model, store, test_videos, labels, cfg, device)
-    np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **test_scores)
+    save_npz(Path(cfg.OUTPUT_DIR) / "test_scores.npz", test_scores)
     results = {"test": metrics, "pseudo_labels_from": chosen.name, "selection": SELECTION_NOTE,
                "pseudo_label_auc_raw": pseudo_label_auc(train_scores, masks, cfg.DATA.CLIP_LEN),
                "pseudo_label_auc": pseudo_label_auc(pseudo, masks, cfg.DATA.CLIP_LEN), "n_train_masks": len(masks),
@@ -155,12 +154,15 @@ def main(argv=None):
     sampler = build_sampler(cfg, store, fit_videos, rng)
     val_masks = train_masks(cfg, val_videos) if val_videos else {}
     resume_state = prepare_output_dir(cfg, args.resume, kind="stage1")
-    logger = setup_logger(cfg.OUTPUT_DIR)
     model = build_generator(cfg).to(device)
     optimizer = torch.optim.Adagrad(model.parameters(), lr=s1.LR, weight_decay=s1.WEIGHT_DECAY)
     start, best = 0, {"auc": -1.0, "epoch": None}
     if resume_state is not None:
-        start, best = restore(resume_state, model, optimizer, rng, cfg, logger)
+        start, best = restore(resume_state, model, optimizer, rng, cfg)
+    start_run(cfg)  # config.yaml and log.txt only now: a refused resume leaves the run as it was
+    logger = setup_logger(cfg.OUTPUT_DIR)
+    if resume_state is not None:
+        logger.info("resumed from epoch %d (best test AUC %.4f)", start, best["auc"])
     logger.info("stage 1 on %s: %d train (%d iterations/epoch), %d test videos, %s, device %s", cfg.DATA.DATASET,
                 len(train_videos), len(sampler), len(test_videos), store.__class__.__name__, device)
     writer = MetricsWriter(cfg.OUTPUT_DIR)

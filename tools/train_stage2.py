@@ -17,13 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from datasets.build import (load_splits, open_frame_source, stage2_train_dataset, stage2_transforms,  # noqa: E402
-                            test_ground_truth, train_masks)
+from datasets.build import (check_device_augment, load_splits, open_frame_source, stage2_train_dataset,  # noqa: E402
+                            stage2_transforms, test_ground_truth, train_masks)
 from datasets.samplers import PairedBatchSampler, rank_share  # noqa: E402
 from datasets.device_augment import DeviceAugment, JpegClips, collate_jpeg_clips  # noqa: E402
 from datasets.transforms import normalise  # noqa: E402
@@ -33,11 +32,11 @@ from models.weights import load_weights  # noqa: E402
 from utils import distributed as dist  # noqa: E402
 from utils import protocol  # noqa: E402
 from utils import training  # noqa: E402
-from utils.checkpoint import save_checkpoint, write_json  # noqa: E402
+from utils.checkpoint import save_checkpoint, save_npz, write_json  # noqa: E402
 from utils.config import ConfigError, setup_cfg  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
-from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir  # noqa: E402
+from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir, restore_model, start_run  # noqa: E402
 from utils.video_scoring import autocast, score_videos_on_frames  # noqa: E402
 from utils import cli  # noqa: E402
 
@@ -136,7 +135,7 @@ class Trainer:
                 "cuda_rng": [rng[r][1] for r in sorted(rng)]}
 
     def restore(self, state, rank):
-        self.model.load_state_dict(state["model"])
+        restore_model(self.model, state, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -235,6 +234,7 @@ def main(argv=None):
     # all input is read and checked before anything is written to OUTPUT_DIR
     train_videos, test_videos = load_splits(cfg)
     train_names = {v.name for v in train_videos}
+    check_device_augment(cfg)
     frames = open_frame_source(cfg, train_videos + [v for v in test_videos if v.name not in train_names])
     train_transform, test_transform = stage2_transforms(cfg)
     fit_videos, val_videos = protocol.carve_validation(cfg, train_videos)  # val: held out of training
@@ -252,8 +252,6 @@ def main(argv=None):
     trainer = Trainer(cfg, model, device, world, rank, train_transform)
     resume_state = dist.broadcast_object(prepare_output_dir(cfg, args.resume, kind="stage2") if rank == 0 else None)
     dist.barrier()
-    if rank == 0:
-        logger = setup_logger(cfg.OUTPUT_DIR)
     if world > 1 and cfg.STAGE2.BATCH_SIZE % world:
         logger.info("STAGE2.BATCH_SIZE %d per class over %d ranks: shares of %s videos, losses weighted by share",
                     cfg.STAGE2.BATCH_SIZE, world, [rank_share(cfg.STAGE2.BATCH_SIZE, r, world)[1] for r in range(world)])
@@ -265,6 +263,10 @@ def main(argv=None):
                            "run would have (random streams and batch shares differ)", len(resume_state["torch_rng"]),
                            world)
         start, best = trainer.restore(resume_state, rank)
+    if rank == 0:  # config.yaml and log.txt only now: a refused resume leaves the run as it was
+        start_run(cfg)
+        logger = setup_logger(cfg.OUTPUT_DIR)
+    if resume_state is not None:
         logger.info("resumed from epoch %d (best test AUC %.4f)", start, best["auc"])
     logger.info("stage 2 (%s) on %s: %d train videos (%d iterations/epoch x %d rank(s)), %d test videos, device %s",
                 cfg.MODEL.BACKBONE, cfg.DATA.DATASET, len(train_videos), len(loader), world, len(test_videos), device)
@@ -313,7 +315,7 @@ def finish(cfg, trainer, frames, videos, labels, transform, rank, world, best, l
             if len({d[kind] for d in results["weights_digest_per_rank"]}) != 1:
                 logger.error("ranks ended with different %s: %s", kind,
                              [d[kind] for d in results["weights_digest_per_rank"]])
-        np.savez(Path(cfg.OUTPUT_DIR) / "test_scores.npz", **scores)
+        save_npz(Path(cfg.OUTPUT_DIR) / "test_scores.npz", scores)
         results["test_by_checkpoint"] = protocol.selection_table(cfg.OUTPUT_DIR, best)
         protocol.log_selection(results["test_by_checkpoint"], logger)
         write_json(Path(cfg.OUTPUT_DIR) / FINISHED_MARKER, results)

@@ -16,8 +16,11 @@ XD-Violence reports AP first (its headline metric). KEY VALUE pairs override the
 import argparse
 import html
 import json
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +35,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from datasets.build import load_splits, test_ground_truth  # noqa: E402
 from utils.config import ConfigError, load_cfg  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from utils.errors import ExistsError, InputError, NotFoundError  # noqa: E402
 from utils.evaluation import evaluate, expand_to_frames  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
@@ -168,13 +171,12 @@ def load_stage2_model(cfg, path):
     return model.eval(), model_cfg
 
 
-def gradcam_figures(cfg, run_dir, specs, checkpoint, out):
-    """Writes gradcam_<video>_<seg>.png for each 'VIDEO:SEG' -> [(file name, caption)]."""
+def gradcam_figures(cfg, checkpoint, clips, out):
+    """Writes gradcam_<video>_<seg>.png for each (video, segment) -> [(file name, caption)]."""
     from datasets.build import open_frame_source, stage2_transforms
     from utils.gradcam import gradcam_panel
 
-    model, model_cfg = load_stage2_model(cfg, Path(checkpoint or Path(run_dir) / "checkpoints" / "last.pth"))
-    clips = [_parse_clip(spec) for spec in specs]
+    model, model_cfg = load_stage2_model(cfg, checkpoint)
     train, test = load_splits(cfg, need_train=bool(cfg.DATA.TRAIN_SPLIT))
     known = {v.name: v for v in (train or []) + test}
     missing = sorted({name for name, _ in clips} - set(known))
@@ -246,8 +248,28 @@ def main(argv=None):
     if not cfg_file.is_file():
         raise ConfigError(f"{cfg_file} does not exist: pass a run folder (it holds config.yaml) or --cfg FILE")
     cfg = load_cfg(cfg_file, args.opts)
+    clips = [_parse_clip(spec) for spec in args.gradcam]  # every argument checked before any work
+    checkpoint = Path(args.checkpoint or run_dir / "checkpoints" / "last.pth")
+    if clips and not checkpoint.is_file():
+        raise NotFoundError(f"--gradcam needs a stage-2 checkpoint: {checkpoint} does not exist (pass --checkpoint FILE)")
     out = Path(args.out) if args.out else run_dir / "figures"
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ExistsError(f"--out {out} is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # the figures land in out only at the end
+    try:
+        report = _make_figures(args, cfg, run_dir, clips, work)
+        out.mkdir(exist_ok=True)
+        for file in work.iterdir():
+            os.replace(file, out / file.name)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    logger.info("%s: %s; wrote %d figures and report.html to %s", run_dir.name, report["headline"],
+                len(report["images"]), out)
+    return {"metrics": report["metrics"], "images": report["images"], "out": str(out)}
+
+
+def _make_figures(args, cfg, run_dir, clips, out):
     _, videos = load_splits(cfg, need_train=False)
     labels = test_ground_truth(cfg, videos)
     scores_path = find_scores(run_dir, args.scores)
@@ -263,14 +285,13 @@ def main(argv=None):
         images.append((f"{kind}.png", {"roc": "frame-level ROC", "pr": "frame-level precision-recall"}[kind]))
     if plot_per_class(out / "per_class_auc.png", metrics):
         images.append(("per_class_auc.png", "AUC per anomaly class"))
-    if args.gradcam:
-        images += gradcam_figures(cfg, run_dir, args.gradcam, args.checkpoint, out)
+    if clips:
+        images += gradcam_figures(cfg, Path(args.checkpoint or run_dir / "checkpoints" / "last.pth"), clips, out)
     results_file = run_dir / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else None
     write_report(out / "report.html", run_dir, scores_path, metrics, cfg.DATA.DATASET, results, images)
-    logger.info("%s: %s; wrote %d figures and report.html to %s", run_dir.name,
-                "  ".join(f"{k} {v}" for k, v in metric_rows(metrics, cfg.DATA.DATASET)[:2]), len(images), out)
-    return {"metrics": metrics, "images": [f for f, _ in images], "out": str(out)}
+    return {"metrics": metrics, "images": [f for f, _ in images],
+            "headline": "  ".join(f"{k} {v}" for k, v in metric_rows(metrics, cfg.DATA.DATASET)[:2])}
 
 
 if __name__ == "__main__":

@@ -24,10 +24,11 @@ def torch_load_safely(path):
     """torch.load(path, weights_only=True) on the CPU -> object; ValueError with a reason of our own if it
     fails. torch's own message advises retrying with weights_only=False (running the file's code): a user
     must not do that for a file they did not make, so that advice is never passed on."""
+    if not Path(path).is_file():
+        what = "is a folder, not a checkpoint file" if Path(path).is_dir() else "does not exist"
+        raise NotFoundError(f"checkpoint {path} {what}: check the path")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as err:  # torch raises several types for corrupt or code-carrying files
         raise InputError(f"cannot read {path}: {_load_failure(err)}") from None
 
@@ -61,9 +62,29 @@ def load_checkpoint(path, expect_kind=None):
     return state
 
 
-def write_json(path, obj):
-    """Writes JSON atomically (tmp + rename)."""
+def atomic_write(path, write, mode="wb"):
+    """write(file) into `<path>.tmp`, then renamed to path: an interrupted or failed write leaves no partial file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(path, text):
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+def save_npz(path, arrays):
+    """np.savez(path, **arrays), atomically."""
+    import numpy as np
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def write_json(path, obj):
+    """Writes JSON atomically (tmp + rename)."""
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")

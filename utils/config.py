@@ -23,6 +23,7 @@ def parse_args(description, argv=None, default_cfg=DEMO_CFG):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--cfg", default=str(default_cfg), help="experiment YAML (default: the demo config)")
     parser.add_argument("--resume", action="store_true", help="continue or redo a run whose OUTPUT_DIR is finished")
+    parser.add_argument("--force", action="store_true", help="tools/test.py: overwrite the results of an earlier test")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE pairs overriding the config")
     return parser.parse_args(argv)
 

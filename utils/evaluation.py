@@ -47,6 +47,10 @@ def _clip_scores(clip_scores, name):
     if s.ndim != 1 or len(s) == 0:
         raise InputError(f"clip scores of video '{name}' must be 1-D with one score per clip, got shape "
                          f"{s.shape}; pass scores.reshape(-1)")
+    bad = np.flatnonzero(~np.isfinite(s))
+    if bad.size:
+        raise InputError(f"clip scores of video '{name}': {bad.size} of {len(s)} are NaN or inf (first at clip "
+                         f"{bad[0]}); check the model or the score file that produced them (diverged training?)")
     return s
 
 
@@ -70,6 +74,19 @@ def _check_excess(names, cover, gt_len, clip_len, max_pad_clips):
                          f"but its GT has {gt_len[v]} frames ({too_long.size} such video(s)); check the feature "
                          f"file and the clip length, or raise TEST.MAX_PAD_CLIPS (now {max_pad_clips}) to "
                          f"pad the GT with its last value")
+    # beyond the unscored n % 16 tail, one clip short is the official protocol's own mismatch (the authors'
+    # ShanghaiTech C3D features have one clip fewer than n // 16 for 26 videos); more is another video
+    too_short = np.flatnonzero(-excess >= (2 + max_pad_clips) * clip_len)
+    if too_short.size:
+        v = too_short[0]
+        raise InputError(f"video '{names[v]}': its GT (mask / annotation) has {gt_len[v]} frames but its "
+                         f"{cover[v] // clip_len} clip scores cover only {cover[v]} ({too_short.size} such video(s)): "
+                         f"the scores, features or mask belong to another version of the video; check them, or "
+                         f"raise TEST.MAX_PAD_CLIPS (now {max_pad_clips}) to leave that many clips of GT unscored")
+    short = -excess >= clip_len
+    if short.any():
+        warnings.warn(f"{short.sum()} video(s) have one clip of GT past their scores (not evaluated), e.g. "
+                      f"'{names[int(np.flatnonzero(short)[0])]}'", stacklevel=3)
     padded = excess > 0
     if padded.any():
         warnings.warn(f"padded the GT of {padded.sum()} video(s) by {excess[padded].sum()} frames in all, "

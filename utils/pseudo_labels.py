@@ -1,9 +1,9 @@
 """Pseudo-labels: refinement of generator scores and the files stage 2 reads (MIST_REFERENCE.md §1.7)."""
-import os
 from pathlib import Path
 
 import numpy as np
 
+from utils.checkpoint import atomic_write
 from utils.legacy import read_pickled_dict
 from utils.errors import InputError, NotFoundError
 
@@ -47,15 +47,8 @@ def save_pseudo_labels(path, pseudo_labels):
     path = Path(path)
     official = np.empty((), dtype=object)
     official[()] = {f"{name}.npy": np.asarray(v, dtype=np.float64) for name, v in pseudo_labels.items()}
-    _atomic(path.with_suffix(".npy"), lambda f: np.save(f, official))
-    _atomic(path.with_suffix(".npz"), lambda f: np.savez(f, **pseudo_labels))
-
-
-def _atomic(path, write):
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    atomic_write(path.with_suffix(".npy"), lambda f: np.save(f, official))
+    atomic_write(path.with_suffix(".npz"), lambda f: np.savez(f, **pseudo_labels))
 
 
 def load_score_dict(path):

@@ -2,27 +2,49 @@
 import logging
 from pathlib import Path
 
-from utils.checkpoint import load_checkpoint
-from utils.errors import ExistsError
+from utils.checkpoint import load_checkpoint, write_text_atomic
+from utils.errors import ExistsError, InputError
 
 FINISHED_MARKER = "results.json"  # written last: its presence means the run finished
 logger = logging.getLogger("mist")
 
 
 def prepare_output_dir(cfg, resume, kind):
-    """Creates OUTPUT_DIR and returns the checkpoint to resume from (None for a fresh run).
+    """Creates OUTPUT_DIR and returns the checkpoint to resume from (None for a fresh run); writes nothing
+    else: `start_run` writes config.yaml once the resumed state has been restored, so a failed resume leaves
+    the run as it was.
 
     A finished run (its `results.json` exists) is refused unless `resume`; an interrupted one (only
     `checkpoints/last.pth`) is resumed automatically.
     """
     out = Path(cfg.OUTPUT_DIR)
     last = out / "checkpoints" / "last.pth"
+    if out.exists() and not out.is_dir():
+        raise ExistsError(f"OUTPUT_DIR {out} is a file, not a folder: set OUTPUT_DIR to a folder (it is created)")
     if (out / FINISHED_MARKER).exists() and not resume:
         raise ExistsError(f"{out} already holds a finished run ({FINISHED_MARKER}); pass --resume to continue it "
                          "(e.g. with more epochs) or set OUTPUT_DIR to a new folder")
+    state = load_checkpoint(last, expect_kind=kind) if last.exists() else None
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(cfg.dump())
-    return load_checkpoint(last, expect_kind=kind) if last.exists() else None
+    return state
+
+
+def start_run(cfg):
+    """Writes OUTPUT_DIR/config.yaml (atomically): called once the run's inputs and resumed state are checked."""
+    write_text_atomic(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
+
+
+def restore_model(model, state, cfg):
+    """model.load_state_dict(state["model"]), a shape mismatch (a resume with other MODEL / DATA.FEATURE_DIM
+    keys) refused with the run's folder and the fix instead of torch's list of tensors."""
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line or "Missing" in line),
+                     str(err).splitlines()[0])
+        raise InputError(f"--resume: the checkpoint in {cfg.OUTPUT_DIR} holds another model than this config builds "
+                         f"({first}); resume with the run's own config.yaml (same MODEL and DATA.FEATURE_DIM keys) or "
+                         "set OUTPUT_DIR to a new folder") from None
 
 
 def check_resumed_cfg(state, cfg):
