@@ -63,6 +63,7 @@ from models.i3d import I3D  # noqa: E402
 from models.loading import inference_amp, load_mist  # noqa: E402
 from models.weights import load_weights  # noqa: E402
 from utils import cli  # noqa: E402
+from utils.checkpoint import missing_dirs, remove_empty_dirs  # noqa: E402
 from utils.config import load_cfg  # noqa: E402
 from utils.distributed import broadcast_object, cleanup, gather_dicts  # noqa: E402
 from utils.env import resolve_device  # noqa: E402
@@ -311,12 +312,38 @@ def _extract(source, out, kind, weights, cfg, fmt, crops, names, force, progress
               "weights_bytes": Path(weights).stat().st_size, "crops": crops, "input": list(view[-4:]),
               "amp": amp, "dataset": cfg.DATA.DATASET}
     frames = open_frames(source, kind=cfg.DATA.FRAMES_KIND, names=names, root=cfg.DATA.FRAMES_ROOT or None)
+    new = [Path(out)] + missing_dirs(out) if not Path(out).exists() else []
     finished = prepare_output(out, fmt, config, backbone, force, rank)
+    try:
+        return _extract_videos(out, fmt, kind, backbone, config, encoder, transform, view, amp, frames, finished,
+                               cfg, progress, rank, world, device, start)
+    except BaseException:
+        if rank == 0 and world == 1 and new:  # an output this call created, still without a finished video
+            _remove_if_unfinished(out, fmt, backbone, new)
+        raise
+
+
+def _remove_if_unfinished(out, fmt, backbone, new):
+    """Deletes an output holding no finished video, and the folders made for it (nothing half-written)."""
+    out = Path(out)
+    if fmt == "npy":
+        if out.is_dir() and not any(out.glob(f"*_{backbone}.npy")):
+            shutil.rmtree(out)
+    elif out.is_file():
+        with h5py.File(out, "r") as f:
+            empty = not any(k.endswith(".npy") for k in f.keys())
+        if empty:
+            out.unlink()
+    remove_empty_dirs(new[1:])
+
+
+def _extract_videos(out, fmt, kind, backbone, config, encoder, transform, view, amp, frames, finished, cfg,
+                    progress, rank, world, device, start):
     # the same list on every rank: the unfinished videos in name order, every world-th one for this rank
     todo, short = split_short(frames, [n for n in frames.names if n not in finished][rank::world])
     done = sum(n in finished for n in frames.names)
     logger.info("%s encoder (%s, %d-d, %d crop(s), input %s, amp %s) on %s x %d: %d videos to extract, %d "
-                "already done", kind, backbone, encoder.dim, crops, view[-4:], amp, device, world,
+                "already done", kind, backbone, encoder.dim, config["crops"], view[-4:], amp, device, world,
                 len(frames.names) - done, done)
     writer = rank_writer(out, fmt, config, backbone, rank, world)
     clips = run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, progress and rank == 0)
@@ -329,7 +356,7 @@ def _extract(source, out, kind, weights, cfg, fmt, crops, names, force, progress
     short = sorted(n for r in ranks for n in r[2])
     if short:
         logger.warning("%d video(s) have fewer than 16 frames and get no features: %s", len(short), short[:5])
-    return {"out": str(Path(out) / "features.list" if fmt == "npy" else out), "dim": encoder.dim, "crops": crops,
+    return {"out": str(Path(out) / "features.list" if fmt == "npy" else out), "dim": encoder.dim, "crops": config["crops"],
             "videos_written": sum(r[0] for r in ranks), "videos_already_done": done, "too_short": short,
             "clips": sum(r[1] for r in ranks), "clips_per_rank": [r[1] for r in ranks], "world_size": world,
             "seconds": round(time.time() - start, 2)}

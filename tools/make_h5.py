@@ -48,6 +48,7 @@ from tqdm import tqdm  # noqa: E402
 
 from datasets.frames import SEGMENT_LEN, encode_frame, frame_key, parse_frame_key  # noqa: E402
 from utils import cli  # noqa: E402
+from utils.checkpoint import missing_dirs, remove_empty_dirs  # noqa: E402
 from utils.errors import ExistsError, InputError  # noqa: E402
 from utils.video import collect_videos, open_capture, video_name, video_names  # noqa: E402
 
@@ -201,6 +202,7 @@ def make_h5(videos, out, workers=1, quality=95, resize=None, segment_len=SEGMENT
     paths = collect_videos(videos, root)
     video_names(paths)  # duplicate basenames -> InputError before any work
     out, start = Path(out), time.time()
+    new_dirs = missing_dirs(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(out.name + INCOMPLETE)
     if force and work.exists():
@@ -217,6 +219,7 @@ def make_h5(videos, out, workers=1, quality=95, resize=None, segment_len=SEGMENT
     report["videos_already_done"] = len(paths) - len(todo)
     if report["videos"] + report["videos_already_done"] == 0:
         work.unlink()
+        remove_empty_dirs(new_dirs)
         reasons = [s["reason"] for s in report["skipped"][:3]]
         raise InputError(f"none of the {len(paths)} videos could be converted, e.g. {reasons}; nothing written")
     os.replace(work, out)

@@ -75,6 +75,20 @@ def atomic_write(path, write, mode="wb"):
             tmp.unlink()
 
 
+def missing_dirs(path):
+    """-> the folders above `path` that do not exist yet, deepest first (see remove_empty_dirs)."""
+    return [p for p in Path(path).resolve().parents if not p.exists()]
+
+
+def remove_empty_dirs(dirs):
+    """Removes the folders of missing_dirs() that are still empty: a failed run leaves no empty folder behind."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:  # not empty, or already gone
+            pass
+
+
 def write_text_atomic(path, text):
     atomic_write(path, lambda f: f.write(text), mode="w")
 
