@@ -16,6 +16,7 @@ import numpy as np
 
 from datasets.splits import DATASETS
 from utils.errors import InputError, MissingKeyError, NotFoundError
+from utils.npy_files import load_npy
 
 
 def frame_labels(videos, dataset, mask_dir=None, annotation=None):
@@ -56,11 +57,7 @@ def load_mask(path):
     if not os.path.isfile(path):
         raise NotFoundError(f"frame mask '{path}' does not exist: every abnormal test video needs "
                                 f"<mask_dir>/<name>.npy; check mask_dir and the video name")
-    try:
-        mask = np.load(path, allow_pickle=False)
-    except ValueError as e:  # object arrays (pickles) land here
-        raise InputError(f"frame mask '{path}' is not a plain numeric .npy array ({e}); save it with "
-                         f"np.save(path, mask.astype(np.uint8))") from e
+    mask = load_npy(path)  # pickles and sizes beyond the file refused with the file named
     if mask.ndim != 1 or not np.isin(mask, (0, 1)).all():
         raise InputError(f"frame mask '{path}' must be a 1-D array of 0/1 (one per frame), got shape "
                          f"{mask.shape} with values {np.unique(mask)[:5]}; save it as a 1-D uint8 0/1 array")

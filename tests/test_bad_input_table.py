@@ -281,10 +281,19 @@ CASES = [
     Case("infer-far-without-calibration", "infer",
          lambda w: [str(w.video), "--model", str(w.run2 / "checkpoints" / "last.pth"), "--far", "0.001", "--out",
                     str(w.out)], ("--far", "--calibration")),
+    Case("infer-out-holds-an-earlier-run", "infer",
+         lambda w: [str(w.video), "--model", str(w.run2 / "checkpoints" / "last.pth"), "--out", str(w.root / "prev")],
+         ("prev", "--force"), lambda w: (w.root / "prev").mkdir() or (w.root / "prev" / "scores.jsonl").write_text("{}\n")),
     # --- export ---
     Case("export-checkpoint-missing", "export", lambda w: [str(w.root / "m.pth"), str(w.out / "m")], ("m.pth",)),
     Case("export-formats", "export", lambda w: [str(w.run2 / "checkpoints" / "last.pth"), str(w.out / "m"),
                                                 "--formats", "tflite"], ("tflite",)),
+    Case("export-out-exists", "export", lambda w: [str(w.run2 / "checkpoints" / "last.pth"), str(w.root / "m")],
+         ("m.json", "--force"), lambda w: w.write("m.json", "{}")),
+    Case("test-results-exist", "test", lambda w: tiny_opts(w.s1, w.run1, **{"TEST.CHECKPOINT": w.run1 / "checkpoints" / "last.pth"}),
+         ("test_last.json", "--force"), lambda w: w.write("run1/test_last.json", "{}")),
+    Case("test-output-is-a-file", "test", lambda w: tiny_opts(w.s1, w.write("f", "x"), **{
+        "TEST.CHECKPOINT": w.run1 / "checkpoints" / "last.pth"}), ("OUTPUT_DIR",)),
     # --- convert_weights ---
     Case("convert-input-missing", "convert_weights", lambda w: [str(w.root / "w.pth"), str(w.out / "o.pth")],
          ("w.pth",)),

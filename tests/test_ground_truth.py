@@ -86,7 +86,7 @@ def test_missing_mask(tmp_path):
 
 @pytest.mark.parametrize('mask, why', [(np.zeros((4, 2), np.uint8), r'shape \(4, 2\)'),
                                        (np.array([0, 2, 1]), 'values'),
-                                       (np.array([{'a': 1}], dtype=object), 'not a plain numeric')])
+                                       (np.array([{'a': 1}], dtype=object), 'holds Python objects')])
 def test_bad_mask(tmp_path, mask, why):
     np.save(tmp_path / 'v.npy', mask)  # np.save pickles object arrays
     with pytest.raises(ValueError, match=why):

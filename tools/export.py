@@ -40,7 +40,7 @@ from models.loading import load_generator, load_mist  # noqa: E402
 from models.weights import read_checkpoint  # noqa: E402
 from utils.checkpoint import write_json  # noqa: E402
 from utils.config import load_cfg  # noqa: E402
-from utils.errors import InputError  # noqa: E402
+from utils.errors import ExistsError, InputError  # noqa: E402
 from utils import cli  # noqa: E402
 
 logger = logging.getLogger("mist.export")
@@ -187,12 +187,17 @@ def parse_args(argv=None):
     parser.add_argument("out", help="output path prefix: writes OUT.onnx, OUT.pt and OUT.json")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated: onnx,torchscript (default both)")
     parser.add_argument("--cfg", default="", help="config whose MODEL / DATA.TEST_SIZE / TEST.TEN_CROP keys apply")
+    parser.add_argument("--force", action="store_true", help="overwrite an earlier export at OUT")
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     return parser.parse_intermixed_args(argv)  # options may follow the positional arguments
 
 
 def main(argv=None):
     args = parse_args(argv)
+    earlier = Path(args.out).with_name(Path(args.out).name + ".json")
+    if earlier.exists() and not args.force:
+        raise ExistsError(f"{earlier} describes an earlier export to {args.out}: pass --force to overwrite it, or "
+                          "choose another OUT")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     cfg = load_cfg(args.cfg or None, args.opts)
     formats = [f for f in args.formats.split(",") if f]

@@ -51,7 +51,7 @@ from utils.config import load_cfg  # noqa: E402
 from utils.env import resolve_device  # noqa: E402
 from utils.stream import AnnotatedWriter, FrameReader, open_source, source_name  # noqa: E402
 from utils.video_scoring import autocast  # noqa: E402
-from utils.errors import InputError, NotFoundError  # noqa: E402
+from utils.errors import ExistsError, InputError, NotFoundError  # noqa: E402
 from utils import cli  # noqa: E402
 
 CLIP_LEN = 16
@@ -265,6 +265,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=None, help="output folder (default output/infer/<source name>)")
     parser.add_argument("--video", action="store_true", help="also write annotated.mp4 with the score overlay")
     parser.add_argument("--quiet", action="store_true", help="no JSON lines on stdout (files only)")
+    parser.add_argument("--force", action="store_true", help="overwrite the outputs of an earlier run in --out")
     parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
     return parser.parse_intermixed_args(argv)  # options may follow the positional arguments
 
@@ -308,9 +309,12 @@ def main(argv=None):
     args = parse_args(argv)
     _console_logger()
     cfg = load_cfg(args.cfg or None, args.opts)
+    out_dir = Path(args.out or Path("output") / "infer" / source_name(args.source))
+    if (out_dir / "scores.jsonl").exists() and not args.force:
+        raise ExistsError(f"{out_dir} holds the outputs of an earlier run (scores.jsonl): pass --force to overwrite "
+                          "them, or choose another --out")
     s = setup(args, cfg)
     tracker = AlarmTracker(s.threshold, s.low, s.min_frames)
-    out_dir = Path(args.out or Path("output") / "infer" / source_name(args.source))
     outputs = Outputs(out_dir, s.fps, s.threshold, args.quiet, args.video)
     reader = FrameReader(s.cap, cfg.INFER.QUEUE_SIZE, s.drop, frame_transform(cfg, s.settings),
                          s.fps if cfg.INFER.REALTIME and s.kind == "file" else None)

@@ -31,6 +31,7 @@ from utils.video_scoring import score_videos_on_frames  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import setup_logger  # noqa: E402
 from utils.pseudo_labels import load_score_dict  # noqa: E402
+from utils.run import check_writable  # noqa: E402
 from utils.scoring import score_videos  # noqa: E402
 from utils.errors import ExistsError, InputError, NotFoundError  # noqa: E402
 from utils import cli  # noqa: E402
@@ -107,6 +108,7 @@ def check_paths(cfg, force):
     out = Path(cfg.OUTPUT_DIR)
     if out.exists() and not out.is_dir():
         raise ExistsError(f"OUTPUT_DIR {out} is a file, not a folder: set OUTPUT_DIR to a folder")
+    check_writable(out, "OUTPUT_DIR")
     earlier = out / f"test_{name}.json"
     if earlier.exists() and not force:
         raise ExistsError(f"{earlier} holds the results of an earlier test of {path}: pass --force to overwrite them, "

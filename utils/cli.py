@@ -5,6 +5,7 @@ or pip answer a mistake; any other exception is a bug and keeps its traceback. `
 line (or MIST_DEBUG=1) shows the traceback of a user error too. Ctrl-C -> exit status 130. Under torchrun
 every rank that fails says why, but a message is printed once per machine, not once per rank.
 """
+import errno
 import hashlib
 import os
 import sys
@@ -15,6 +16,11 @@ from utils.errors import UserError
 DEBUG_ENV = "MIST_DEBUG"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# operating-system refusals that are the user's to fix (disk, quota, permissions), not bugs
+DISK_ERRORS = {errno.ENOSPC: "free space on that disk or write elsewhere (OUTPUT_DIR / the output argument)",
+               errno.EDQUOT: "free space within your quota or write elsewhere",
+               errno.EROFS: "that file system is read-only: write elsewhere",
+               errno.EACCES: "check the permissions of that path, or write elsewhere"}
 
 
 def run(main, argv=None):
@@ -32,6 +38,11 @@ def run(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as err:
+        if debug or err.errno not in DISK_ERRORS:
+            raise
+        report(f"{err.filename or 'a file'}: {err.strerror}: {DISK_ERRORS[err.errno]}")
+        return EXIT_USER_ERROR
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from utils.checkpoint import atomic_write
 from utils.legacy import read_pickled_dict
+from utils.npy_files import load_npz
 from utils.errors import InputError, NotFoundError
 
 
@@ -57,8 +58,7 @@ def load_score_dict(path):
     if not path.is_file():
         raise NotFoundError(f"pseudo-label file {path} does not exist (run tools/train_stage1.py to make one)")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            raw = {key: data[key] for key in data.files}
+        raw = load_npz(path)
     else:
         raw = read_pickled_dict(path)
     return {_strip_npy(name): np.atleast_1d(v).astype(np.float64) for name, v in raw.items()}

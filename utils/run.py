@@ -1,5 +1,6 @@
 """Run folders: one per run, refusing to overwrite a finished run, resuming an interrupted one."""
 import logging
+import os
 from pathlib import Path
 
 from utils.checkpoint import load_checkpoint, write_text_atomic
@@ -21,12 +22,22 @@ def prepare_output_dir(cfg, resume, kind):
     last = out / "checkpoints" / "last.pth"
     if out.exists() and not out.is_dir():
         raise ExistsError(f"OUTPUT_DIR {out} is a file, not a folder: set OUTPUT_DIR to a folder (it is created)")
+    check_writable(out, "OUTPUT_DIR")
     if (out / FINISHED_MARKER).exists() and not resume:
         raise ExistsError(f"{out} already holds a finished run ({FINISHED_MARKER}); pass --resume to continue it "
                          "(e.g. with more epochs) or set OUTPUT_DIR to a new folder")
     state = load_checkpoint(last, expect_kind=kind) if last.exists() else None
     out.mkdir(parents=True, exist_ok=True)
     return state
+
+
+def check_writable(folder, what):
+    """Refuses, before any work, a folder that cannot be written (it, or the nearest folder above it that
+    exists and would hold it)."""
+    existing = next(p for p in [Path(folder), *Path(folder).resolve().parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {folder} cannot be written ({existing} is not writable for this user): "
+                         f"choose a folder you can write to")
 
 
 def start_run(cfg):
