@@ -131,6 +131,10 @@ class _H5Source:
         if not isinstance(ds, h5py.Dataset):
             raise InputError(f"{self.where(name)} is an h5 group, not a dataset of features")
         _check_dtype(ds.dtype, self.where(name))
+        if ds.compression is None and ds.nbytes > os.path.getsize(self.path):  # an honest file holds its data
+            raise InputError(f"{self.where(name)} declares shape {ds.shape} ({ds.nbytes} bytes) but the file holds "
+                             f"{os.path.getsize(self.path)} bytes: it is truncated or corrupt (never written in full?); "
+                             "re-extract or download it again")
         return _clip_shape(ds.shape, crop, self.where(name))
 
     def read(self, name, rows, crop):

@@ -366,3 +366,17 @@ def test_canonical_names_of_xd_lists_group_five_crops(feature_list, n_videos):
     assert len(names) == n_videos and set(names.values()) == {5}
     if feature_list == "rgb_test.list":
         assert set(names) == set(json.load(open(DATA / "xd_violence" / "test_gt_intervals.json")))
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_h5_dataset_declaring_more_than_the_file_holds_is_refused(tmp_path, storage):
+    # a never-written contiguous dataset reads as zeros of any declared size: a dense store would allocate
+    # 40 GB for this 2 KB file
+    with h5py.File(tmp_path / "feats.h5", "w") as f:
+        f.create_dataset("a.npy", data=np.ones((3, 6), np.float32))
+        f.create_dataset("b.npy", shape=(10 ** 9, 10), dtype=np.float32)
+    assert os.path.getsize(tmp_path / "feats.h5") < 10_000
+    with pytest.raises(ValueError, match=r"video 'b' .* declares shape \(1000000000, 10\) \(40000000000 bytes\) "
+                                         r"but the file holds"):
+        open_features(tmp_path / "feats.h5", ["a", "b"], storage=storage)
+    assert open_features(tmp_path / "feats.h5", ["a"], storage=storage).num_clips("a") == 3
