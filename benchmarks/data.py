@@ -116,11 +116,11 @@ def bench_loader(source, transform, workers, batch, batches, seed=0):
                                              generator=torch.Generator().manual_seed(seed))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers)
     frames, start = 0, None
-    for clips, _ in loader:
+    for _, labels in loader:
         if start is None:
             start = time.perf_counter()
             continue
-        frames += clips.shape[0] * clips.shape[1] * clips.shape[3]  # videos x clip_num x 16 frames
+        frames += labels.shape[0] * labels.shape[1] * source.segment_len  # videos x clip_num x 16 frames
     return frames, time.perf_counter() - start
 
 
