@@ -13,8 +13,8 @@ issue's goals), prints a table, exits 1 if any part failed or timed out. OUT: gp
 
 Parts, in order (the data serves the training parts, resume's checkpoint serves test and onnx):
   data      240x320 demo videos -> frames h5 -> pseudo-labels (stage2_epoch.py --data-only)
-  encoder   benchmarks/encoder.py: MIST-I3D and C3D at 240x320 and 224x224, inference (batch 32) and
-            training (forward+backward, batch 16) rows: fp32 with TF32 allowed / bf16 / fp16 with
+  encoder   benchmarks/encoder.py, MIST-I3D at 240x320 and 224x224: inference (batch 32) and
+            training (forward+backward, batch 16) rows, fp32 with TF32 allowed / bf16 / fp16 with
             channels_last, bf16 without; frames/s and % of the chip's dense peak
   stage2    benchmarks/stage2_epoch.py: Trainer.step of tools/train_stage2.py, full-width I3D at
             224, STAGE2.AMP off / bf16 / fp16, 24 timed iterations after the warm-up. Fails on a
@@ -32,23 +32,27 @@ Parts, in order (the data serves the training parts, resume's checkpoint serves 
   pipeline  benchmarks/data.py --pipeline-only --device DEV: transforms, decode + augment on DEV
   onnx      tools/export.py, then the .onnx under onnxruntime's CUDAExecutionProvider vs PyTorch on
             the GPU, both fp32: max |diff| <= 2e-3 x max(1, max |PyTorch|); skipped without it
-  encoder_fp32            encoder rows with TF32 off (the fp32 peak)
+  encoder_c3d             the same rows for MIST-C3D
+  encoder_fp32            I3D and C3D at 240x320 with TF32 off (the fp32 peak)
   stage2_device_augment   stage2 in bf16 with STAGE2.DEVICE_AUGMENT True (JPEGs decoded on the GPU)
   encoder_compile         torch.compile rows (bf16, channels_last, each model at its test size)
 --device cpu --quick: the 1/8-width I3D on 72x96 videos, 3 iterations, gloo; what needs CUDA is
-skipped with the reason. --fail-part NAME makes a part exit 1, --timeout NAME=S sets its budget.
+skipped with the reason; 2 parts at a time, one thread each (--jobs; 1 elsewhere, so that GPU
+figures are taken alone). --fail-part NAME makes a part exit 1, --timeout NAME=S sets its budget.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
-import resource
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +63,7 @@ from benchmarks.gpu_check_parts import (GOALS, GPU_CHECK, PY, S2E, Ctx, Failed, 
                                         child_onnx, child_resume, child_test, plan_encoder,
                                         plan_pipeline, plan_stage2, plan_torchrun, read_encoder,
                                         read_onnx, read_pipeline, read_resume, read_stage2,
-                                        read_test, read_torchrun)
+                                        read_test, read_torchrun, small_test_split)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -92,7 +96,7 @@ def read_data(ctx, text):
 
 PARTS = [
     Part("data", (40, 30), data_plan, read_data, needs=()),
-    Part("encoder", (130, 30), plan_encoder, read_encoder, needs=()),
+    Part("encoder", (90, 30), plan_encoder, read_encoder, needs=()),
     Part("stage2", (100, 40), plan_stage2, read_stage2),
     Part("resume", (70, 40), child("resume"), read_resume, work="resume"),
     Part("torchrun", (30, 30), plan_torchrun, read_torchrun, work="torchrun"),
@@ -101,6 +105,7 @@ PARTS = [
     Part("test", (45, 30), child("test"), read_test, needs=("data", "resume"), work="test"),
     Part("pipeline", (30, 30), plan_pipeline, read_pipeline, needs=()),
     Part("onnx", (30, 30), child("onnx"), read_onnx, needs=("data", "resume"), work="onnx"),
+    Part("encoder_c3d", (70, 30), lambda c: plan_encoder(c, "c3d"), read_encoder, needs=()),
     Part("encoder_fp32", (35, 30), lambda c: plan_encoder(c, "fp32"), read_encoder, needs=()),
     Part("stage2_device_augment", (40, 30), lambda c: plan_stage2(c, device_augment=True),
          read_stage2),
@@ -112,27 +117,35 @@ FORCED_FAILURE = [PY, "-c", "import sys; print('forced failure (--fail-part)'); 
 
 
 def run_command(cmd, log, seconds, env):
-    """Runs cmd in its own process group, output appended to `log` -> exit code, None on timeout."""
+    """Runs cmd in its own process group, output appended to `log` -> (exit code, None when killed
+    at `seconds`; CPU seconds of it and of the processes it waited for)."""
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                             start_new_session=True)
-    try:
-        return proc.wait(timeout=max(1.0, seconds))
-    except subprocess.TimeoutExpired:
-        for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
-            try:  # the child and its workers: it leads its own process group (start_new_session)
+    ended = reap(proc.pid, max(1.0, seconds))
+    if ended is None:  # the child and its workers: it leads its own process group
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 60)):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
+            ended = reap(proc.pid, grace)
+            if ended:
                 break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        return None
+        ended = (None, ended[1] if ended else 0.0)
+    proc.returncode = -1 if ended[0] is None else ended[0]  # reaped here, not by Popen
+    return ended
 
 
-def cpu_seconds():
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def reap(pid, seconds):
+    """-> (exit code, CPU seconds) of child `pid` if it ends within `seconds`, else None."""
+    end = time.monotonic() + seconds
+    while True:
+        done, status, usage = os.wait4(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= end:
+            return None
+        time.sleep(0.05)
 
 
 def blocked(part, ctx, done):
@@ -157,14 +170,14 @@ def run_part(part, ctx, budget, forced, done, out_of_time=False):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if ctx.quick and not ctx.cuda:  # tiny models: one thread is as fast, spins less on a busy CPU
         env.setdefault("OMP_NUM_THREADS", "1")
-    start, cpu, code = time.perf_counter(), cpu_seconds(), 0
+    start, cpu, code = time.perf_counter(), 0.0, 0
     with open(ctx.out / record["log"], "w") as log:
         for cmd in plan:
-            code = run_command(cmd, log, budget - (time.perf_counter() - start), env)
+            code, used = run_command(cmd, log, budget - (time.perf_counter() - start), env)
+            cpu += used
             if code != 0:
                 break
-    record.update(seconds=round(time.perf_counter() - start, 1),
-                  cpu_s=round(cpu_seconds() - cpu, 1))
+    record.update(seconds=round(time.perf_counter() - start, 1), cpu_s=round(cpu, 1))
     return judge(part, ctx, record, code, (ctx.out / record["log"]).read_text(errors="replace"))
 
 
@@ -221,6 +234,7 @@ def parse_args(argv):
     add("--budget", type=float, default=None, help="seconds for all (default 540, 240 --quick)")
     add("--timeout", action="append", default=[], metavar="PART=S", help="one part's budget")
     add("--fail-part", action="append", default=[], metavar="PART", help="make PART exit 1")
+    add("--jobs", type=int, default=None, help="parts at a time (1; 2 with --quick on a CPU)")
     add("--child", choices=["resume", "test", "onnx"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for item in args.timeout:
@@ -241,16 +255,9 @@ def main(argv=None):
     budgets = {p.name: p.budget[1 if args.quick else 0] for p in PARTS}
     budgets.update({k: float(v) for k, v in (t.split("=", 1) for t in args.timeout)})
     deadline = time.perf_counter() + (args.budget or (240 if args.quick else 540))
-    records, done = [], {}
-    for part in PARTS:
-        if args.parts and part.name not in args.parts:
-            continue
-        left = deadline - time.perf_counter()
-        record = run_part(part, ctx, min(budgets[part.name], left), part.name in args.fail_part,
-                          done, out_of_time=left < 5)
-        done[part.name] = record["status"]
-        records.append(record)
-        print(f"{part.name}: {record['status']} in {record['seconds']:.1f} s", flush=True)
+    jobs = args.jobs or (2 if args.quick and not ctx.cuda else 1)
+    records = run_all([p for p in PARTS if not args.parts or p.name in args.parts], ctx, jobs,
+                      budgets, deadline, args.fail_part)
     print_table(records)
     summary = {"device": args.device, "quick": args.quick, "command": shlex.join([PY, *sys.argv]),
                "started": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": gpu_name(ctx.out, records),
@@ -258,6 +265,29 @@ def main(argv=None):
     (ctx.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"summary: {ctx.out / 'summary.json'}")
     return 1 if any(r["status"] in ("fail", "timeout") for r in records) else 0
+
+
+def run_all(parts, ctx, jobs, budgets, deadline, forced):
+    """Runs the parts, `jobs` at a time, each once the parts it needs are done -> their records, in
+    order. Tasks start in order, so a waiting part's needs have started before it: no deadlock."""
+    finished = {p.name: threading.Event() for p in parts}
+    done = {}
+
+    def task(part):
+        for name in part.needs:
+            if name in finished:
+                finished[name].wait()
+        left = deadline - time.perf_counter()
+        record = run_part(part, ctx, min(budgets[part.name], left), part.name in forced, dict(done),
+                          out_of_time=left < 5)
+        if part.name == "data" and record["status"] == "ok":
+            small_test_split(ctx)  # written once here, read by the parts that run next
+        done[part.name] = record["status"]
+        finished[part.name].set()
+        print(f"{part.name}: {record['status']} in {record['seconds']:.1f} s", flush=True)
+        return record
+    with ThreadPoolExecutor(jobs) as pool:
+        return [f.result() for f in [pool.submit(task, p) for p in parts]]
 
 
 def gpu_name(out, records):

@@ -93,29 +93,30 @@ ROW = re.compile(r"^(infer|train)\s+(i3d|c3d)\s+(\d+x\d+)\s+(\d+)\s+(off|bf16|fp
                  r"(on|off)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(.*)$")
 ROW_KEYS = ("kind", "net", "size", "batch", "amp", "format", "compile", "ms", "clips_per_s",
             "frames_per_s", "tflops")
-SKIP_ENCODER = {"fp32": "TF32 is a CUDA setting: the CPU's fp32 rows are in the encoder part",
+SKIP_ENCODER = {"fp32": "TF32 is a CUDA setting: the CPU's fp32 rows are in the encoder parts",
                 "compile": "torch.compile rows run on CUDA (compiling MIST-I3D takes minutes on a "
                            "CPU)"}
 
 
-def plan_encoder(ctx, kind="tf32"):
-    """kind tf32: the main rows (TF32 allowed); fp32: TF32 off; compile: torch.compile rows."""
-    if kind != "tf32" and not ctx.cuda:
+def plan_encoder(ctx, kind="i3d"):
+    """kind i3d / c3d: that model's rows with TF32 allowed; fp32: both, TF32 off; compile: both,
+    torch.compile. Rows run in the order printed, so a part killed at its budget keeps the first."""
+    if kind in SKIP_ENCODER and not ctx.cuda:
         return SKIP_ENCODER[kind]
     tf32 = "off" if kind == "fp32" else "on"
+    models = ["--models", kind] if kind in ("i3d", "c3d") else ["--models", "i3d", "c3d"]
     if ctx.quick:
-        cmd = [ENC, "--device", ctx.device, "--models", "i3d", "--sizes", "32x32", "--batches", "1",
+        cmd = [ENC, "--device", ctx.device, *models, "--sizes", "32x32", "--batches", "1",
                "--amp", "off", "--channels-last", "off", "--train-batches", "--iters", "1",
                "--repeats", "1", "--compile", "on" if kind == "compile" else "off"]
         return [launch(*cmd, tf32=tf32) if ctx.cuda else [PY, *cmd]]
-    common = ["--device", ctx.device, "--batches", "32", "--repeats", "2"]
-    sizes = ["--models", "i3d", "c3d", "--sizes", "240x320", "224x224"]
+    common = ["--device", ctx.device, *models, "--batches", "32", "--repeats", "2"]
+    sizes = ["--sizes", "240x320", "224x224"]
     if kind == "compile":  # each model at its test size: I3D 240x320, C3D 112x112
-        return [launch(ENC, *common, "--models", "i3d", "c3d", "--sizes", "test", "--amp", "bf16",
-                       "--channels-last", "on", "--compile", "on", "--train-batches",
-                       "--iters", "10", tf32=tf32)]
+        return [launch(ENC, *common, "--sizes", "test", "--amp", "bf16", "--channels-last", "on",
+                       "--compile", "on", "--train-batches", "--iters", "10", tf32=tf32)]
     if kind == "fp32":
-        return [launch(ENC, *common, *sizes, "--amp", "off", "--channels-last", "on",
+        return [launch(ENC, *common, "--sizes", "240x320", "--amp", "off", "--channels-last", "on",
                        "--compile", "off", "--train-batches", "16", "--iters", "5", tf32=tf32)]
     return [launch(ENC, *common, *sizes, "--amp", "off", "bf16", "fp16", "--channels-last", "on",
                    "--compile", "off", "--train-batches", "16", "--iters", "10", tf32=tf32),

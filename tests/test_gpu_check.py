@@ -48,7 +48,7 @@ def test_cpu_quick_runs_every_part_the_cpu_can_and_says_why_it_skips_the_others(
     proc, parts, summary = _gpu_check(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert list(parts) == [p.name for p in PARTS]
-    for name in ("data", "encoder", "stage2", "resume", "torchrun", "test"):
+    for name in ("data", "encoder", "encoder_c3d", "stage2", "resume", "torchrun", "test"):
         assert parts[name]["status"] == "ok", parts[name]
         assert (tmp_path / parts[name]["log"]).exists()
     skipped = {"sync_bn": "needs CUDA", "encoder_fp32": "TF32 is a CUDA setting",
@@ -69,9 +69,10 @@ def test_cpu_quick_runs_every_part_the_cpu_can_and_says_why_it_skips_the_others(
     assert (torchrun["backend"], torchrun["world_size"]) == ("gloo", 1)
     test = parts["test"]["figures"]["cpu bf16"]
     assert isinstance(test["max_abs_diff"], float) and test["max_abs_diff"] <= test["tolerance"]
-    encoder = parts["encoder"]["figures"]["rows"]
-    assert encoder and all(isinstance(r["frames_per_s"], float) and r["frames_per_s"] > 0
-                           for r in encoder)
+    encoder = parts["encoder"]["figures"]["rows"] + parts["encoder_c3d"]["figures"]["rows"]
+    assert [(r["kind"], r["net"], r["size"]) for r in encoder] == [("infer", "i3d", "32x32"),
+                                                                   ("infer", "c3d", "32x32")]
+    assert all(isinstance(r["frames_per_s"], float) and r["frames_per_s"] > 0 for r in encoder)
     wait = parts["stage2"]["figures"]["data_wait_share"]
     assert summary["goals"]["stage2_data_wait_share"] == wait and 0 <= wait < 1
     assert "part " in proc.stdout and "summary:" in proc.stdout  # the table
