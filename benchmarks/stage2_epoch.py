@@ -281,6 +281,8 @@ def main(argv=None):
             return []
         if args.iters < 20:
             say(f"--iters {args.iters}: fewer than 20 timed iterations, a check that it runs")
+        if world > 1 and not args.no_test:
+            say("the tools/test.py row runs in one process only: not under torchrun")
         rows = [run(amp, data_opts, args, folder, rank, world, device, logger) for amp in args.amp]
     print_rows(rows, say)
     if args.json:
