@@ -10,6 +10,9 @@ _C = CN()
 _C.OUTPUT_DIR = "output/run"  # one folder per run: config, logs, metrics, checkpoints, products
 _C.SEED = 0  # seeds python, numpy and torch once (never re-seeded per epoch)
 _C.DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
+# deterministic GPU kernels (no cuDNN autotuning, deterministic algorithms, cuBLAS workspaces): bitwise
+# repeatable runs and resumes on a GPU, at some speed; the CPU is deterministic already
+_C.DETERMINISTIC = False
 
 _C.DATA = CN()
 _C.DATA.DATASET = "shanghaitech"  # shanghaitech | ucf_crime | xd_violence | demo (split/GT conventions)

@@ -1,5 +1,6 @@
 """tools/train_stage1.py and tools/test.py end to end on a tiny dataset: outputs, reproducibility, resume."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -85,3 +86,19 @@ def test_test_tool_matches_training_evaluation(tiny, tmp_path):
     from_scores = test_tool.main(tiny_opts(tiny, tmp_path / "s") + ["TEST.SCORES", str(out / "test_last_scores.npz")])
     assert from_scores["auc"] == metrics["auc"] and len(scores) == 12
     np.testing.assert_allclose(scores["te_0000"], load_score_dict(out / "test_scores.npz")["te_0000"])
+
+
+def test_deterministic_key_turns_on_deterministic_kernels_and_changes_nothing_on_the_cpu(tiny, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
+              torch.backends.cudnn.deterministic)
+    try:
+        plain = train_stage1.main(tiny_opts(tiny, tmp_path / "plain", epochs=2))
+        det = train_stage1.main(tiny_opts(tiny, tmp_path / "det", epochs=2, DETERMINISTIC=True))
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(before[0])
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[1:]
+    assert det["test"]["auc"] == plain["test"]["auc"]

@@ -25,7 +25,7 @@ from models.sultani import sultani_loss  # noqa: E402
 from utils import protocol  # noqa: E402
 from utils.checkpoint import load_checkpoint, save_checkpoint, save_npz, write_json  # noqa: E402
 from utils.config import setup_cfg  # noqa: E402
-from utils.env import keep_large_blocks, resolve_device, seed_everything  # noqa: E402
+from utils.env import keep_large_blocks, resolve_device, seed_everything, use_deterministic  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.pseudo_labels import pseudo_label_auc, refine_all, save_pseudo_labels  # noqa: E402
@@ -143,6 +143,7 @@ def main(argv=None):
     logger = setup_logger()
     rng = seed_everything(cfg.SEED)
     device = resolve_device(cfg.DEVICE)
+    use_deterministic(cfg.DETERMINISTIC)
     keep_large_blocks()  # the loop's large CPU tensors are reused instead of page-faulted in each iteration
     # all input is read and checked before anything is written to OUTPUT_DIR
     train_videos, test_videos = load_splits(cfg)

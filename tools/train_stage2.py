@@ -34,6 +34,7 @@ from utils import protocol  # noqa: E402
 from utils import training  # noqa: E402
 from utils.checkpoint import save_checkpoint, save_npz, write_json  # noqa: E402
 from utils.config import ConfigError, setup_cfg  # noqa: E402
+from utils.env import use_deterministic  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.logger import MetricsWriter, setup_logger  # noqa: E402
 from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir, restore_model, start_run  # noqa: E402
@@ -228,6 +229,7 @@ def convert_sync_bn(cfg, model, logger):
 def main(argv=None):
     cfg, args = setup_cfg(__doc__, argv)
     rank, world, device = dist.init_distributed(cfg.DEVICE)
+    use_deterministic(cfg.DETERMINISTIC)
     logger = setup_logger(rank=rank)
     check_sync_bn(cfg, device)
     torch.manual_seed(cfg.SEED + rank)

@@ -34,6 +34,18 @@ def resolve_device(name):
     return device
 
 
+def use_deterministic(enabled):
+    """DETERMINISTIC True: cuDNN without autotuning and with deterministic algorithms only, torch's
+    deterministic implementations (a warning where an operation has none), deterministic cuBLAS
+    workspaces (read when cuBLAS starts: call this before the first GPU matmul)."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers (malloc.h)
 
 
