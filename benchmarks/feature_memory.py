@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 from datasets.features import STORAGES, canonical_name, open_features, write_h5_features  # noqa: E402
 from datasets.sampling import sparse_continuous_sample  # noqa: E402
 
-PART_NUM, PART_LEN = 32, 7  # official stage-1 bag: L=32 sub-bags of T=7 clips (MIST_REFERENCE.md §1.3)
+PART_NUM, PART_LEN = 32, 7  # official stage-1 bag: L=32 sub-bags of T=7 clips (docs/REFERENCE.md §1.3)
 
 
 class SyntheticFeatures(Mapping):

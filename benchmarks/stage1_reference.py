@@ -1,4 +1,4 @@
-"""The reference of benchmarks/stage1.py: what the official stage-1 code does (MIST_REFERENCE.md §1.3-§1.7),
+"""The reference of benchmarks/stage1.py: what the official stage-1 code does (docs/REFERENCE.md §1.3-§1.7),
 re-implemented on the benchmark's feature stores: per-item numpy sampling in a DataLoader, the top-k loss with
 its Python loop, one forward per test clip with Python-list frame expansion, PLs in 1000-clip chunks."""
 import numpy as np
@@ -10,7 +10,7 @@ B, L, T, TOPK, CLIP = 40, 32, 7, 7, 16  # official batch (normal + abnormal bags
 
 
 class OfficialBags(torch.utils.data.Dataset):
-    """SHT_MIL_dataset (MIST_REFERENCE.md §1.3): item i = (normal i, abnormal i), sampled with np.random."""
+    """SHT_MIL_dataset (docs/REFERENCE.md §1.3): item i = (normal i, abnormal i), sampled with np.random."""
 
     def __init__(self, store, normal, abnormal):
         # load_feat: every train array in RAM (the pool's videos are views: 13 GB of UCF-C3D would not fit)

@@ -2,7 +2,7 @@
 
 Order of precedence: these defaults -> the experiment YAML (`--cfg`) -> `KEY VALUE` overrides on the command
 line -> derived values -> `validate_cfg` -> frozen. Defaults reproduce the official stage-1 setting on
-ShanghaiTech-I3D (MIST_REFERENCE.md §1); YAMLs under configs/ only override.
+ShanghaiTech-I3D (docs/REFERENCE.md §1); YAMLs under configs/ only override.
 """
 from yacs.config import CfgNode as CN
 

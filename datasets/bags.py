@@ -10,7 +10,7 @@ class BagSampler:
 
     An epoch pairs a fresh permutation of the normal videos with one of the abnormal videos and cuts the
     first min(#normal, #abnormal) pairs into batches of B, dropping the remainder (official DataLoader with
-    drop_last; MIST_REFERENCE.md §1.3). All randomness comes from `rng`, never re-seeded per epoch.
+    drop_last; docs/REFERENCE.md §1.3). All randomness comes from `rng`, never re-seeded per epoch.
     `iter_rows` walks the same batches (same random draws) without the normal/abnormal split.
     """
 

@@ -1,4 +1,4 @@
-"""Stage-2 clip positions and clip labels from pseudo-labels (MIST_REFERENCE.md §3.6, §6.15, §6.16).
+"""Stage-2 clip positions and clip labels from pseudo-labels (docs/REFERENCE.md §3.6, §6.15, §6.16).
 
 A training clip is 16 consecutive frames starting `begin` frames into segment c (begin in [0, 15]), so it
 covers the last 16 - begin frames of segment c and the first `begin` frames of segment c + 1. Its label is

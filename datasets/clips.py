@@ -1,6 +1,6 @@
 """Stage-2 training data: one item = `clip_num` jittered 16-frame clips of one video, with soft labels.
 
-MIST_REFERENCE.md §3.6. Clip positions come from the official `random_perturb(n_segments - 1, clip_num)`;
+docs/REFERENCE.md §3.6. Clip positions come from the official `random_perturb(n_segments - 1, clip_num)`;
 each clip starts `begin` ~ U{0..15} frames into its segment c (temporal jitter), so it spans segments c and
 c + 1, and its label mixes their pseudo-labels (datasets/clip_labels.py).
 

@@ -4,7 +4,7 @@
 dataset `<video>.npy` of shape [n_clips, 1024] per video, train and test in the same file) for the 437
 videos of the Zhong et al. split shipped in `data/shanghaitech/`: 238 train (175 normal + 63 abnormal) and
 199 test (155 + 44). Lengths are the real frame counts, n_clips = n_frames // 16 (I3D clip rule,
-MIST_REFERENCE.md §1.1); anomalies follow the real per-frame masks, train and test. Nothing here is real
+docs/REFERENCE.md §1.1); anomalies follow the real per-frame masks, train and test. Nothing here is real
 video content: the set exists so the whole pipeline runs, end to end, without downloads.
 
 Feature model, one clip row x (1024-d, float32, all entries >= 0 like post-ReLU pooled I3D features):
@@ -23,14 +23,14 @@ Feature model, one clip row x (1024-d, float32, all entries >= 0 like post-ReLU 
   the type-specific part). They are labelled normal, so top-scoring clips of a normal bag are not trivially low.
 - SCALE puts rows at L2 norm about 3-4. This is deliberate: the official stage-1 recipe (Adagrad lr 0.01,
   sigmoid output, no normalisation) collapses on rows of norm ~14, a typical raw I3D magnitude, and trains
-  normally around 3.5 (MIST_REFERENCE.md §10). Real features of larger scale may need L2 normalisation.
+  normally around 3.5 (docs/REFERENCE.md §10). Real features of larger scale may need L2 normalisation.
 
 Difficulty, measured on seed 0 (frame-level AUC on the 199 test videos, each clip score repeated 16x, GT
-cut to 16 x n_clips; MIST_REFERENCE.md §1.6):
+cut to 16 x n_clips; docs/REFERENCE.md §1.6):
 - clip-supervised linear probe (sklearn LogisticRegression on all 10,762 train clips, clip label = mask
   fraction >= 0.5): 0.968. This is roughly the ceiling for a linear scorer.
 - official stage-1 MIL generator (MLP 1024-512-32-1, dropout 0.6, Adagrad 0.01 / wd 1e-3, clip 10,
-  40+40 bags of 32x7 clips, top-7 hinge + 0.01 sparsity; MIST_REFERENCE.md §1.2-1.5), torch seed 0:
+  40+40 bags of 32x7 clips, top-7 hinge + 0.01 sparsity; docs/REFERENCE.md §1.2-1.5), torch seed 0:
   0.80 after 50 iterations, 0.85 after 100, 0.89 after 200-300 (another draw and training seed: 0.87
   at 250). Weak supervision costs about 8 points against the probe; chance is 0.5.
 
@@ -59,7 +59,7 @@ NOISE = 0.6          # std of the independent per-clip noise
 AMP = (0.27, 0.54)   # range of a video's anomaly amplitude (per active dim of U)
 LOOKALIKE_P = 0.02   # chance that a clip starts a normal look-alike event
 LOOKALIKE_AMP = 0.4  # look-alike amplitude, relative to the video's anomaly amplitude
-SCALE = 0.125        # rows end at L2 norm ~3.5 (MIST_REFERENCE.md §10)
+SCALE = 0.125        # rows end at L2 norm ~3.5 (docs/REFERENCE.md §10)
 
 
 def _resolve(data_dir):

@@ -26,7 +26,7 @@ Layout, D = 128: quantity q (QUANTITIES order) occupies dims 16q..16q+15, larges
 non-negative; an empty plaza gives 0; rows of the demo set have an L2 norm of ~0.8 on average (max ~3).
 The scale was chosen by running stage 1 (official recipe: Adagrad lr 0.01, sigmoid) on the default demo set:
 test AUC 0.96 at this scale, 0.95 at 2x and 0.91 at 4x (mean norm ~3.3); on an earlier, harder version of the
-set the drop was steeper (0.88 at 1x, 0.77 at 3x). MIST_REFERENCE.md §10 describes the collapse on large
+set the drop was steeper (0.88 at 1x, 0.77 at 3x). docs/REFERENCE.md §10 describes the collapse on large
 rows; 128 positive, strongly correlated dims make small rows the safe choice.
 
     feats = extract_video_features(open_frames("demo/frames.h5"), "01_0014")   # float32 (n_clips, 128)

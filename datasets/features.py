@@ -1,4 +1,4 @@
-"""Pre-extracted clip features, read compactly from the two public layouts (MIST_REFERENCE.md §1.1).
+"""Pre-extracted clip features, read compactly from the two public layouts (docs/REFERENCE.md §1.1).
 
 Layouts (detected by content, `h5py.is_hdf5`):
   official MIST h5   one file, dataset '<video>.npy' per video, float (n_clips, D); train and test together.

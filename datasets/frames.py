@@ -1,6 +1,6 @@
 """Stage-2 frames from either a frames h5 (official layout) or the raw videos, behind one interface.
 
-Official frames h5 (MIST_REFERENCE.md §3.6, §4.8; written by tools/make_h5.py): key '<video>-<idx:06d>'
+Official frames h5 (docs/REFERENCE.md §3.6, §4.8; written by tools/make_h5.py): key '<video>-<idx:06d>'
 holds one segment of `segment_len` (16) JPEG-encoded BGR frames as a fixed-length byte-string array
 (numpy strips trailing NULs on read; harmless, JPEG data ends with FFD9). Segment idx covers frames
 16*idx .. 16*idx+15; the trailing n % 16 frames of a video are not stored (§4.2).

@@ -1,4 +1,4 @@
-"""Per-frame 0/1 ground truth of test videos, built as the official evaluation builds it (REFERENCE §4.6).
+"""Per-frame 0/1 ground truth of test videos, built as the official evaluation builds it (docs/REFERENCE.md §4.6).
 
 - shanghaitech / demo: abnormal video -> `mask_dir/<name>.npy` (uint8 0/1, one entry per frame);
   normal video -> zeros(n_frames), n_frames from the test txt (`name,label,frames`).
@@ -37,7 +37,7 @@ def frame_labels(videos, dataset, mask_dir=None, annotation=None):
 
 
 def _sht_labels(video, mask_dir):
-    """Abnormal -> its mask; normal -> zeros(n_frames) (REFERENCE §1.6)."""
+    """Abnormal -> its mask; normal -> zeros(n_frames) (docs/REFERENCE.md §1.6)."""
     if video.label == 1:
         if mask_dir is None:
             raise InputError(f"abnormal video '{video.name}' needs its frame mask: pass mask_dir= "

@@ -24,7 +24,7 @@ class PairedBatchSampler(torch.utils.data.Sampler):
 
     Every epoch draws one permutation of each class from `default_rng([seed, epoch])` (the same on every
     rank, so the shards never overlap) and pairs them; an epoch has min(#normal, #abnormal) // B iterations,
-    as the official zip of two drop_last loaders (MIST_REFERENCE.md §3.6), whatever the world size.
+    as the official zip of two drop_last loaders (docs/REFERENCE.md §3.6), whatever the world size.
     """
 
     def __init__(self, normal, abnormal, batch_size, rank=0, world_size=1, seed=0):

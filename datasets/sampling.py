@@ -1,6 +1,6 @@
 """Sparse continuous sampling of a video's clips into L sub-bags of T consecutive clips (stage 1).
 
-MIST_REFERENCE.md §1.3. The official default is called 'uniform' there, although it samples continuous
+docs/REFERENCE.md §1.3. The official default is called 'uniform' there, although it samples continuous
 sub-bags; the paper's Table 4 baseline of L x T isolated clips is our 'isolated'.
 """
 import numpy as np
@@ -12,7 +12,7 @@ MODES = ("uniform", "random", "isolated")
 def _shortened(num_clips, part_num, part_len):
     """Videos shorter than T: every sub-bag stretches the whole video over T slots (clips repeat).
 
-    The official code raises IndexError here (MIST_REFERENCE.md §1.3, §6.10).
+    The official code raises IndexError here (docs/REFERENCE.md §1.3, §6.10).
     """
     sub_bag = np.arange(part_len) * num_clips // part_len
     return np.tile(sub_bag, part_num)

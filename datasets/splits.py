@@ -148,7 +148,7 @@ def _category(name, label, dataset):
     """'Normal', the anomaly class, or '' where the dataset does not name it (SHT/demo)."""
     if label == 0:
         return 'Normal'
-    if dataset == 'ucf_crime':  # official eval_each_part rule (REFERENCE §4.4): Abuse028_x264 -> Abuse
+    if dataset == 'ucf_crime':  # official eval_each_part rule (docs/REFERENCE.md §4.4): Abuse028_x264 -> Abuse
         return name.split('_')[0][:-3]
     if dataset == 'xd_violence':  # primary (first) label code: ..._label_B2-G-0 -> B2
         return name.rsplit('_label_', 1)[1].split('-')[0]

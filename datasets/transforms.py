@@ -1,6 +1,6 @@
 """Stage-2 clip transforms with OpenCV: uint8 BGR frames (T, H, W, 3) -> float32 tensors (3, T, h, w).
 
-Official values (MIST_REFERENCE.md §3.6 train, §4.1 test, §4.5 10-crop); all resizes are cv2 bilinear:
+Official values (docs/REFERENCE.md §3.6 train, §4.1 test, §4.5 10-crop); all resizes are cv2 bilinear:
 
 | net | colour | train                                              | test                            | normalise     |
 |-----|--------|----------------------------------------------------|---------------------------------|---------------|

@@ -1,4 +1,4 @@
-"""C3D backbone (Sports-1M layout) as MIST's `models/C3D_STD.py` (MIST_REFERENCE.md §3.3).
+"""C3D backbone (Sports-1M layout) as MIST's `models/C3D_STD.py` (docs/REFERENCE.md §3.3).
 
 conv1a..conv5b, every conv 3x3x3 / padding 1 / bias, each followed by ReLU; no pool5 and no fc6/fc7 (the
 released MIST-C3D has 34.7 M parameters, not the 85 M of the paper, §7). Parameter names are the official

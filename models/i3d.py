@@ -1,4 +1,4 @@
-"""Inflated Inception-v1 (I3D) backbone, laid out as MIST's `models/I3D_STD.py` (MIST_REFERENCE.md §3.2).
+"""Inflated Inception-v1 (I3D) backbone, laid out as MIST's `models/I3D_STD.py` (docs/REFERENCE.md §3.2).
 
 MIST's backbone is hassony2/kinetics_i3d_pytorch `src/i3dpt.py` with the classifier removed, so module and
 parameter names here are hassony2's (`mixed_4f.branch_1.1.batch3d.running_var`): Kinetics checkpoints and

@@ -1,4 +1,4 @@
-"""Stage-1 MIL ranking loss (MIST_REFERENCE.md §1.4, §2.1, §2.3)."""
+"""Stage-1 MIL ranking loss (docs/REFERENCE.md §1.4, §2.1, §2.3)."""
 import torch
 from utils.errors import InputError
 
@@ -38,7 +38,7 @@ def mil_ranking_loss(normal_scores, abnormal_scores, topk, lambda_sparse, lambda
 
 
 def weighted_soft_ce(logits, target, weight_abnormal, weight_normal):
-    """Class-weighted 2-class cross-entropy with soft targets (stage 2, MIST_REFERENCE.md §3.7).
+    """Class-weighted 2-class cross-entropy with soft targets (stage 2, docs/REFERENCE.md §3.7).
 
     logits: (N, 2) pre-softmax; target: (N,) abnormal probability in [0, 1] -> scalar mean over N.
     Equals the official Weighted_BCE_Loss on softmax(logits)[:, 1], computed with log_softmax instead of

@@ -1,4 +1,4 @@
-"""The stage-1 pseudo-label generator: an MLP scoring each clip feature (MIST_REFERENCE.md §1.2)."""
+"""The stage-1 pseudo-label generator: an MLP scoring each clip feature (docs/REFERENCE.md §1.2)."""
 import numpy as np
 import torch
 from torch import nn

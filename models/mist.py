@@ -1,4 +1,4 @@
-"""MIST stage-2 model: backbone + self-guided attention + weighted-classification head (MIST_REFERENCE.md §3.4)."""
+"""MIST stage-2 model: backbone + self-guided attention + weighted-classification head (docs/REFERENCE.md §3.4)."""
 import torch
 from torch import nn
 

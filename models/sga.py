@@ -1,4 +1,4 @@
-"""Self-guided attention (SGA) branch, as `models/Attention.py` of the official code (MIST_REFERENCE.md §3.1)."""
+"""Self-guided attention (SGA) branch, as `models/Attention.py` of the official code (docs/REFERENCE.md §3.1)."""
 import torch
 from torch import nn
 from torch.nn import functional as F

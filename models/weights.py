@@ -1,6 +1,6 @@
 """Checkpoint formats -> our parameter names, and loading them into a MIST model or a bare backbone.
 
-Supported layouts (detected from the keys, `module.` prefixes stripped first; MIST_REFERENCE.md §3.5):
+Supported layouts (detected from the keys, `module.` prefixes stripped first; docs/REFERENCE.md §3.5):
   official_mist  the authors' released I3D_SGA_STD / C3D_SGA_STD checkpoints, `{'model': state_dict}`
                  (`backbone.*`, `Conv_Atten.Conv_Atten.0.*`, `Conv_Atten.Att_1.0.*`, `Regressor.1.*`, ...)
   mist           ours: `backbone.*`, `sga.*`, `head.*`, plain or under `model` in a training checkpoint
@@ -29,7 +29,8 @@ log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" log
 
 FORMATS = ("official_mist", "mist", "hassony2_i3d", "piergiaj_i3d", "davidea_c3d", "bare_c3d")
 CLASSIFIER = re.compile(r"^(conv3d_0c_1x1|logits|fc[678])\.")
-# official SGA module names (inside the module) -> ours; the full models add a `Conv_Atten.` prefix (§4.4)
+# official SGA module names (inside the module) -> ours; the full models add a `Conv_Atten.` prefix
+# (golden README §4.4)
 OFFICIAL_SGA_NAMES = {"Conv_Atten.0": "conv_atten", "Att_1.0": "att_1", "Att_2": "att_2", "Att_3.0": "att_3"}
 PIERGIAJ_BRANCHES = {"b0": "branch_0", "b1a": "branch_1.0", "b1b": "branch_1.1",
                      "b2a": "branch_2.0", "b2b": "branch_2.1", "b3b": "branch_3.1"}

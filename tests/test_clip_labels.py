@@ -1,4 +1,4 @@
-"""Stage-2 clip positions and labels: hand-computed cases (MIST_REFERENCE.md §3.6, §6.15, §6.16)."""
+"""Stage-2 clip positions and labels: hand-computed cases (docs/REFERENCE.md §3.6, §6.15, §6.16)."""
 import warnings
 
 import numpy as np

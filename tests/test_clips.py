@@ -1,4 +1,4 @@
-"""Stage-2 ClipDataset on a fake frame source whose pixels encode (video, frame index) (MIST_REFERENCE.md §3.6)."""
+"""Stage-2 ClipDataset on a fake frame source whose pixels encode (video, frame index) (docs/REFERENCE.md §3.6)."""
 import warnings
 
 import numpy as np

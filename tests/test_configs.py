@@ -36,7 +36,7 @@ def test_each_config_loads_and_builds_its_model(path):
 
 
 STAGE2_CONFIGS = sorted((REPO_ROOT / "configs").rglob("*stage2.yaml"))
-OFFICIAL_STAGE2 = {  # MIST_REFERENCE.md §3.8: (batch, accumulate, grad clip, class weights, freeze epochs)
+OFFICIAL_STAGE2 = {  # docs/REFERENCE.md §3.8: (batch, accumulate, grad clip, class weights, freeze epochs)
     "shanghaitech/i3d": (10, 3, 20.0, [0.8, 0.65], 30), "shanghaitech/c3d": (10, 1, 10.0, [1.0, 1.0], 30),
     "ucf_crime/c3d": (32, 5, 20.0, [1.0, 1.0], 60), "ucf_crime/i3d": (10, 3, 20.0, [1.2, 0.8], 30),
 }

@@ -64,7 +64,7 @@ def test_non_negative_and_scaled_for_the_official_recipe(demo):
     rows = np.concatenate(list(demo[1].values()))
     assert rows.min() == 0.0 and 0.3 < (rows == 0).mean() < 0.7  # post-ReLU-like
     norms = np.linalg.norm(rows, axis=1)
-    assert 3.3 < norms.mean() < 3.7 and norms.min() > 2.5 and norms.max() < 5.0  # MIST_REFERENCE.md §10
+    assert 3.3 < norms.mean() < 3.7 and norms.min() > 2.5 and norms.max() < 5.0  # docs/REFERENCE.md §10
 
 
 def test_clip_intensity_ramps_at_boundaries():

@@ -1,4 +1,4 @@
-"""Stage-2 frame storage: tools/make_h5.py, datasets/frames.py, utils/video.py (MIST_REFERENCE.md §3.6, §4.8).
+"""Stage-2 frame storage: tools/make_h5.py, datasets/frames.py, utils/video.py (docs/REFERENCE.md §3.6, §4.8).
 
 Videos: a real H.264 -> mp4v excerpt (first 100 frames of UCF Normal_Videos020_x264, 320x240: 6 segments + 4
 trailing frames) and a generated MJPG .avi whose 40 frames are flat, distinct colours (2 segments + 8), so a

@@ -1,4 +1,4 @@
-"""Stage-2 models against the official golden vectors (MIST_REFERENCE.md §3.1-3.4, golden README §2.6-2.8).
+"""Stage-2 models against the official golden vectors (docs/REFERENCE.md §3.1-3.4, golden README §2.6-2.8).
 
 Official weights are rebuilt with the golden rule (tests/golden_weights.py), renamed by our mapping
 (models/weights.py) and loaded strictly, so every test also proves the key mapping.

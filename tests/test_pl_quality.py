@@ -15,7 +15,7 @@ OFFICIAL = REPO_ROOT / "data" / "shanghaitech" / "official_pseudo_labels"
 
 @pytest.mark.parametrize("backbone, expected", [("I3D", 0.7299), ("C3D", 0.6990)])
 def test_authors_pseudo_labels_on_the_63_train_masks(backbone, expected):
-    """MIST_REFERENCE.md §5: the shipped files score 0.7299 (I3D) and 0.6990 (C3D) pooled frame AUC."""
+    """docs/REFERENCE.md §5: the shipped files score 0.7299 (I3D) and 0.6990 (C3D) pooled frame AUC."""
     result = pl_quality.main([str(OFFICIAL / f"SHT_{backbone}_PLs.npy")])
     after = result["after"]
     assert round(after["auc"], 4) == expected and after["n_videos"] == 63 and "before" not in result

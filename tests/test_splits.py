@@ -64,7 +64,7 @@ def test_ucf_test_split():
     assert classes['Normal'] == 150 and classes['RoadAccidents'] == 23 and classes['Abuse'] == 2
     assert len(classes) == 14
     rtfm = read_split(UCF / 'rtfm' / 'ucf-i3d-test.list', 'ucf_crime')
-    # the name rule (REFERENCE §4.4) gives the annotation's class column for every test video
+    # the name rule (docs/REFERENCE.md §4.4) gives the annotation's class column for every test video
     assert {(v.name, v.label, v.category) for v in rtfm} == {(v.name, v.label, v.category) for v in videos}
 
 

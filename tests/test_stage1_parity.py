@@ -1,4 +1,4 @@
-"""Golden-vector parity of the stage-1 pieces with the official code (tests/golden, MIST_REFERENCE.md §1)."""
+"""Golden-vector parity of the stage-1 pieces with the official code (tests/golden, docs/REFERENCE.md §1)."""
 import json
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Stage-2 clip transforms: sizes, normalisation, colour order, crop/flip draws, 10-crop (MIST_REFERENCE.md §3.6,
+"""Stage-2 clip transforms: sizes, normalisation, colour order, crop/flip draws, 10-crop (docs/REFERENCE.md §3.6,
 §4.1, §4.5)."""
 import cv2
 import numpy as np

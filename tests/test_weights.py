@@ -1,4 +1,4 @@
-"""Checkpoint formats -> our keys (models/weights.py, tools/convert_weights.py; MIST_REFERENCE.md §3.5).
+"""Checkpoint formats -> our keys (models/weights.py, tools/convert_weights.py; docs/REFERENCE.md §3.5).
 
 Dummy checkpoints are built from the manifests' keys and shapes; every tensor holds a marker value unique to
 its key, so a test can tell which checkpoint tensor landed in which model parameter. The expected pairings
@@ -120,7 +120,7 @@ def test_davidea_c3d_loads_conv1_conv2_too(mist_c3d, tmp_path):
 def test_official_mist_checkpoint_with_module_prefix(backbone, name, mist_i3d, mist_c3d, tmp_path):
     model = mist_i3d if backbone == "i3d" else mist_c3d
     ckpt = dummy(name)
-    # the released files: {'model': state_dict} saved from DataParallel (MIST_REFERENCE.md §8, #5/#6)
+    # the released files: {'model': state_dict} saved from DataParallel (docs/REFERENCE.md §8, #5/#6)
     path = save({"model": OrderedDict(("module." + k, v) for k, v in ckpt.items())}, tmp_path / "SHT.pth")
     report = load_weights(model, path)
     assert report.format == "official_mist" and report.left_at_init == [] and report.ignored == []

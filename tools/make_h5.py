@@ -1,4 +1,4 @@
-"""Videos -> the official stage-2 frames h5 (MIST_REFERENCE.md §4.8), read back by datasets/frames.py.
+"""Videos -> the official stage-2 frames h5 (docs/REFERENCE.md §4.8), read back by datasets/frames.py.
 
     python tools/make_h5.py /data/UCF_Crime/videos frames/ucf_frames.h5 --workers 8
     python tools/make_h5.py data/sht_videos.txt frames/sht.h5 --root /data/SHT/videos --resize 240 320

@@ -41,7 +41,7 @@ from utils.run import FINISHED_MARKER, check_resumed_cfg, prepare_output_dir, re
 from utils.video_scoring import autocast, score_videos_on_frames  # noqa: E402
 from utils import cli  # noqa: E402
 
-SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (MIST_REFERENCE.md §6.24)"
+SELECTION_NOTE = "best.pth is chosen on the TEST set, as the paper did (docs/REFERENCE.md §6.24)"
 
 
 class Trainer:

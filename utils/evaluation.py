@@ -1,4 +1,4 @@
-"""The one evaluation path of stage 1 and stage 2: clip scores -> frame scores -> metrics (REFERENCE §4).
+"""The one evaluation path of stage 1 and stage 2: clip scores -> frame scores -> metrics (docs/REFERENCE.md §4).
 
 Official rule (§1.6, §4.2): each clip score is repeated clip_len times and the GT is cut to the first
 clip_len * n_clips frames, so the trailing n_frames % clip_len frames are never scored. All videos are
@@ -43,7 +43,7 @@ def _clip_scores(clip_scores, name):
         raise MissingKeyError(f"no clip scores for video '{name}' (score keys look like "
                        f"{list(clip_scores)[:2]}); score every test video, with keys equal to the split's names")
     s = np.asarray(clip_scores[name], dtype=np.float64)
-    s = s.reshape(1) if s.ndim == 0 else s  # a 1-clip video squeezed to 0-d (REFERENCE §1.7)
+    s = s.reshape(1) if s.ndim == 0 else s  # a 1-clip video squeezed to 0-d (docs/REFERENCE.md §1.7)
     if s.ndim != 1 or len(s) == 0:
         raise InputError(f"clip scores of video '{name}' must be 1-D with one score per clip, got shape "
                          f"{s.shape}; pass scores.reshape(-1)")
@@ -196,7 +196,7 @@ def _per_class(scores, rows, clip_video, videos, threshold, clip_len):
     out = {'Normal': {'far': _far_or_none(scores[normal_clips], threshold, clip_len),
                       'n_videos': int(normal_videos.sum())}}
     for c in classes:
-        # REFERENCE §4.4: official eval_each_part (never called) scores a class on its own frames alone; we
+        # docs/REFERENCE.md §4.4: official eval_each_part (never called) scores a class on its own frames alone; we
         # use that class's abnormal videos + ALL normal test videos, the convention of later papers.
         in_class = (categories == c) & ~normal_videos
         out[c] = _class_metrics(*rows.subset(normal_clips | in_class[clip_video]), threshold)

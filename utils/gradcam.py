@@ -1,6 +1,6 @@
 """Grad-CAM on the MIST head and SGA attention maps, overlaid on the clip's middle frame (paper Fig. 8).
 
-As the official `--vis_UCF` (MIST_REFERENCE.md §4.7): Grad-CAM of the abnormal logit over the final feature
+As the official `--vis_UCF` (docs/REFERENCE.md §4.7): Grad-CAM of the abnormal logit over the final feature
 map F = (1 + A) * F5, channel weights = mean gradient over (T, h, w), CAM = ReLU(sum_c w_c F_c) averaged
 over T and min-max normalised, JET colour map, blended 0.3 * CAM + 0.5 * frame. Unlike the official code
 (§6.27) the frame is recovered with the inverse of the backbone's OWN normalisation (I3D: RGB, x*128+128;

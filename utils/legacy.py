@@ -1,6 +1,6 @@
 """The one legacy-format reader: the official pickled pseudo-label `.npy` files.
 
-The official code (MIST_REFERENCE.md §1.7, §5) saves `{'<video>.npy': float64[n_clips]}` as a pickled
+The official code (docs/REFERENCE.md §1.7, §5) saves `{'<video>.npy': float64[n_clips]}` as a pickled
 0-d object array. Plain `np.load` would have to enable pickle loading, which executes arbitrary code from the
 file. Instead the pickle stream is read by an unpickler that can only build numpy arrays and dtypes, and
 the result is accepted only if it is a dict of names to 1-D numeric arrays. An array may not declare more

@@ -1,4 +1,4 @@
-"""Frame-level anomaly metrics, as the official `utils/eval_utils.py` computes them (REFERENCE §4.3).
+"""Frame-level anomaly metrics, as the official `utils/eval_utils.py` computes them (docs/REFERENCE.md §4.3).
 
 Every function takes 1-D frame arrays: scores (F,) finite floats, labels (F,) 0/1 (int or float), and
 returns a Python float. sklearn does the curves; nothing here re-implements ROC or PR.
@@ -27,7 +27,7 @@ def false_alarm_rate(scores, labels, threshold=0.5, sample_weight=None):
     """#(score > threshold and label 0) / #(label 0), strict '>' (official cal_false_alarm) -> float.
 
     Over all negative frames this is the training-log FAR; over the frames of normal videos only
-    (labels all 0) it is the official test.py FAR (REFERENCE §4.3).
+    (labels all 0) it is the official test.py FAR (docs/REFERENCE.md §4.3).
     """
     s, y, w = _check(scores, labels, 'false_alarm_rate', need=(0,), weight=sample_weight)
     negative = y == 0

@@ -1,7 +1,7 @@
 """Honest model selection: a validation split carved from the TRAIN videos, its metric, and the report of
 the last, the test-selected and the validation-selected checkpoints side by side.
 
-The official code selects checkpoints on the TEST set (MIST_REFERENCE.md §1.5, §6.24), as the paper's
+The official code selects checkpoints on the TEST set (docs/REFERENCE.md §1.5, §6.24), as the paper's
 numbers do; `best.pth` keeps that meaning. With DATA.VAL_FRACTION > 0 a seeded, class-stratified share of
 the training videos is held out of training and `best_val.pth` is chosen on it, with no test label used:
 - frame AUC on the validation videos when every abnormal one has a frame mask (ShanghaiTech: the 63

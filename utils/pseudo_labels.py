@@ -1,4 +1,4 @@
-"""Pseudo-labels: refinement of generator scores and the files stage 2 reads (MIST_REFERENCE.md §1.7)."""
+"""Pseudo-labels: refinement of generator scores and the files stage 2 reads (docs/REFERENCE.md §1.7)."""
 from pathlib import Path
 
 import numpy as np

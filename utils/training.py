@@ -6,7 +6,7 @@ from torch import nn
 
 
 def build_optimizer(cfg, model):
-    """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient (MIST_REFERENCE.md §3.8)."""
+    """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient (docs/REFERENCE.md §3.8)."""
     s2 = cfg.STAGE2
     params = model.parameters()
     if s2.NO_BIAS_DECAY:  # official UCF-C3D: decay only parameters named '*weight*'

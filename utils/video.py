@@ -1,7 +1,7 @@
 """OpenCV video reading: probe, random-access frame reads and sequential whole-segment iteration.
 
 Frames are returned exactly as OpenCV decodes them: uint8 (n, H, W, 3) in **BGR** order (colour conversion
-belongs to the transforms, MIST_REFERENCE.md §3.6).
+belongs to the transforms, docs/REFERENCE.md §3.6).
 
 Frame count rule (`probe_video`): the container header (`CAP_PROP_FRAME_COUNT`) is trusted by default, as the
 official make_h5 did (§4.8); it is cheap and exact for the .mp4/.avi files of UCF-Crime and ShanghaiTech, but

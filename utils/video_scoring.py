@@ -42,7 +42,7 @@ def score_videos_on_frames(model, frames, names, transform, device, batch_size=1
     """-> {name: float32 (n_segments,)} anomaly scores of every whole segment of every video in `names`.
 
     model: an (unwrapped) MIST model, put in eval mode here, so BatchNorm uses its running statistics (the
-    official SHT-I3D code updated them on test data, MIST_REFERENCE.md §6.20). Ten-crop clips are scored
+    official SHT-I3D code updated them on test data, docs/REFERENCE.md §6.20). Ten-crop clips are scored
     view by view and averaged. Ranks score disjoint shares of the videos; every rank returns all scores.
     uint8 (default: on a GPU, for a TestTransform): the loader ships uint8 clips, normalised on the device
     (the same values bit for bit, a quarter of the bytes to copy).
