@@ -68,7 +68,7 @@ from utils.config import load_cfg  # noqa: E402
 from utils.distributed import broadcast_object, cleanup, gather_dicts  # noqa: E402
 from utils.env import resolve_device  # noqa: E402
 from utils.errors import ExistsError, InputError, NotFoundError, UserError  # noqa: E402
-from utils.video_scoring import autocast  # noqa: E402
+from utils.video_scoring import autocast, worker_segments  # noqa: E402
 
 logger = logging.getLogger("mist.extract")
 ENCODERS = ("i3d", "c3d", "mist")
@@ -370,13 +370,10 @@ class VideoBatches(torch.utils.data.IterableDataset):
         self.frames, self.names, self.transform, self.batch = frames, list(names), transform, batch
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         seg = self.frames.segment_len
-        for v in range(worker, len(self.names), workers):
-            for first, frames in self.frames.iter_segments(self.names[v], self.batch):
-                clips = [self.transform(frames[k * seg:(k + 1) * seg]) for k in range(len(frames) // seg)]
-                yield v, first, torch.stack(clips)
+        for v, first, frames in worker_segments(self.frames, self.names, self.batch):
+            yield v, first, torch.stack([self.transform(frames[k * seg:(k + 1) * seg])
+                                         for k in range(len(frames) // seg)])
 
 
 @torch.inference_mode()

@@ -21,13 +21,20 @@ class SegmentStream(torch.utils.data.IterableDataset):
         self.frames, self.names, self.transform, self.read_batch = frames, list(names), transform, read_batch
 
     def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
         seg = self.frames.segment_len
-        for v in range(worker, len(self.names), workers):
-            for start, frames in self.frames.iter_segments(self.names[v], self.read_batch):
-                for k in range(len(frames) // seg):
-                    yield v, start + k, self.transform(frames[k * seg:(k + 1) * seg])
+        for v, start, frames in worker_segments(self.frames, self.names, self.read_batch):
+            for k in range(len(frames) // seg):
+                yield v, start + k, self.transform(frames[k * seg:(k + 1) * seg])
+
+
+def worker_segments(frames, names, batch):
+    """-> (video index, first segment, frames of up to `batch` segments) of this DataLoader worker's
+    videos (every num_workers-th of `names`), each video read in one pass."""
+    info = torch.utils.data.get_worker_info()
+    worker, workers = (info.id, info.num_workers) if info else (0, 1)
+    for v in range(worker, len(names), workers):
+        for start, segment_frames in frames.iter_segments(names[v], batch):
+            yield v, start, segment_frames
 
 
 def autocast(device, amp):
