@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -189,6 +190,46 @@ def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
     assert 1 <= len(result["windows"]["frame"]) < n_frames // 16  # stopped before the end of the video
     rows = (tmp_path / "run" / "timeline.csv").read_text().split()[1:]
     assert len(rows) == len(result["windows"]["frame"]) == result["stats"]["windows"]
+
+
+class _ListReader:
+    """FrameReader's interface over a list of (index, time, frame, tensor) items."""
+
+    def __init__(self, items):
+        self.items = list(items)
+
+    def get(self, stop=None):
+        return None if (stop is not None and stop.is_set()) or not self.items else self.items.pop(0)
+
+    def empty(self):
+        return not self.items
+
+    def stop(self):
+        pass
+
+
+def test_ctrl_c_while_a_window_is_written_ends_after_it_and_writes_each_window_once(tmp_path):
+    """SIGINT in the middle of scoring a batch: the batch is written once, whole; no frame after it is read."""
+    stop = threading.Event()
+    previous = infer.stop_on_signals(stop)
+    try:
+        def scorer(clips):  # Ctrl-C arrives while the batch is scored
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            return torch.arange(len(clips), dtype=torch.float64) / 10
+
+        items = [(k, 0.0, None, torch.zeros(3, 1, 2, 2)) for k in range(64)]
+        outputs = infer.Outputs(tmp_path, 8.0, 0.5, True, False)
+        kept, interrupted, latencies = infer.run(_ListReader(items), scorer, AlarmTracker(0.5), outputs, 8, 2, stop)
+        outputs.close()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert interrupted and kept == 24  # windows 0..15 and 8..23 scored as one batch, then the run ends
+    assert outputs.frames == [0, 8] and outputs.scores == [0.0, 0.1] and len(latencies) == 2
+    rows = (tmp_path / "timeline.csv").read_text().split()[1:]
+    assert [r.split(",")[:2] for r in rows] == [["0", "16"], ["8", "24"]]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 @pytest.mark.parametrize("backbone,ten_crop", [("c3d", False), ("c3d", True), ("i3d", False)])

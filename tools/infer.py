@@ -219,12 +219,17 @@ def score_pending(pending, scorer, tracker, outputs, latencies):
     pending.clear()
 
 
-def run(reader, scorer, tracker, outputs, stride, batch_size):
-    """The online loop: frames -> windows -> scores -> alarms. -> (frames processed, interrupted)."""
+def run(reader, scorer, tracker, outputs, stride, batch_size, stop=None):
+    """The online loop: frames -> windows -> scores -> alarms. -> (frames processed, interrupted, latencies).
+
+    stop: a threading.Event that ends the run between two frames (set by Ctrl-C / SIGTERM, see stop_on_signals),
+    so a window is never half-written; a KeyboardInterrupt raised elsewhere still ends the run.
+    """
+    stop = stop or threading.Event()
     window, pending, latencies, kept, interrupted = deque(maxlen=CLIP_LEN), [], [], 0, False
     try:
-        while True:
-            item = reader.get()
+        while not stop.is_set():
+            item = reader.get(stop=stop)
             if item is None:
                 break
             index, captured, frame, tensor = item
@@ -237,7 +242,8 @@ def run(reader, scorer, tracker, outputs, stride, batch_size):
             if pending and (len(pending) >= batch_size or reader.empty()):
                 score_pending(pending, scorer, tracker, outputs, latencies)
     except KeyboardInterrupt:
-        interrupted = True
+        stop.set()
+    interrupted = stop.is_set()
     reader.stop()
     if pending:
         score_pending(pending, scorer, tracker, outputs, latencies)
@@ -279,14 +285,22 @@ def _console_logger():
         logger.propagate = False
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
+def stop_on_signals(stop):
+    """Ctrl-C / `kill` / docker stop set `stop` (the loop ends after the window it is writing); a second Ctrl-C
+    ends at once. Main thread only, and only for signals nobody else handles. -> the handlers to restore."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
 
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
 
-def _end_on_sigterm():
-    """`kill` / docker stop end the run as Ctrl-C does (main thread only, and only if nobody else handles it)."""
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _sigterm)
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+            previous[sig] = signal.signal(sig, handler)
+    return previous
 
 
 def setup(args, cfg):
@@ -321,13 +335,17 @@ def main(argv=None):
     logger.info("%s %s (%.2f fps) -> %s; model %s (%s, %s); threshold %.6g, low %.6g, min %d frames, stride %d",
                 s.kind, args.source, s.fps, out_dir, args.model, s.backend, s.settings["backbone"], s.threshold,
                 s.low, s.min_frames, cfg.INFER.STRIDE)
-    _end_on_sigterm()
+    stop = threading.Event()
+    previous = stop_on_signals(stop)
     start = time.monotonic()
     reader.start()
     try:
-        kept, interrupted, latencies = run(reader, s.scorer, tracker, outputs, cfg.INFER.STRIDE, cfg.INFER.BATCH_SIZE)
+        kept, interrupted, latencies = run(reader, s.scorer, tracker, outputs, cfg.INFER.STRIDE, cfg.INFER.BATCH_SIZE,
+                                           stop)
     finally:
         outputs.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     stats = summary(kept, reader, time.monotonic() - start, latencies)
     result = {"source": str(args.source), "source_kind": s.kind, "model": str(args.model), "backend": s.backend,
               "fps": s.fps, "clip_len": CLIP_LEN, "stride": cfg.INFER.STRIDE, "threshold": s.threshold,

@@ -78,14 +78,16 @@ class FrameReader:
         self._stop.set()
         self._thread.join(timeout=5.0)
 
-    def get(self, timeout=0.25):
-        """-> next item, or None at the end of the stream. Waits in short slices so Ctrl-C is seen at once."""
-        while True:
+    def get(self, timeout=0.25, stop=None):
+        """-> next item, or None at the end of the stream or once `stop` (an Event) is set. Waits in short slices
+        so Ctrl-C is seen at once."""
+        while stop is None or not stop.is_set():
             try:
                 return self.queue.get(timeout=timeout)
             except queue.Empty:
                 if not self._thread.is_alive() and self.queue.empty():
                     return None
+        return None
 
     def empty(self):
         return self.queue.empty()
