@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import test as test_tool
-from tools import train_stage1
 from utils.config import ConfigError
+from run_tool import run_tool
 
 
 @pytest.fixture()
@@ -18,7 +17,7 @@ def tiny(tmp_path):
 def _fails(tiny, tmp_path, error, match, **opts):
     out = tmp_path / "out"
     with pytest.raises(error, match=match):
-        train_stage1.main(tiny_opts(tiny, out, **opts))
+        run_tool("train_stage1", tiny_opts(tiny, out, **opts))
     assert not out.exists(), "a failed run must not leave an output folder"
 
 
@@ -75,12 +74,12 @@ def test_checkpoint_from_another_model(tiny, tmp_path):
     foreign = tmp_path / "foreign.pth"
     torch.save({"model": {"fc.weight": torch.zeros(2, 2)}}, foreign)
     with pytest.raises(ValueError, match="neither a stage-1 checkpoint nor a MIST model"):
-        test_tool.main(tiny_opts(tiny, tmp_path / "out") + ["TEST.CHECKPOINT", str(foreign)])
+        run_tool("test", tiny_opts(tiny, tmp_path / "out") + ["TEST.CHECKPOINT", str(foreign)])
     other_dim = tmp_path / "run"
-    train_stage1.main(tiny_opts(tiny, other_dim, epochs=2))
+    run_tool("train_stage1", tiny_opts(tiny, other_dim, epochs=2))
     state = torch.load(other_dim / "checkpoints" / "last.pth", weights_only=True)
     state["model"]["regressor.0.weight"] = torch.zeros(512, 16)
     torch.save(state, foreign)
     with pytest.raises(ValueError, match="does not fit the stage-1 generator"):
-        test_tool.main(tiny_opts(tiny, tmp_path / "out") + ["TEST.CHECKPOINT", str(foreign)])
+        run_tool("test", tiny_opts(tiny, tmp_path / "out") + ["TEST.CHECKPOINT", str(foreign)])
     assert not (tmp_path / "out").exists()

@@ -7,10 +7,9 @@ import torch
 from datasets.frames import frame_key
 from models.build import build_model
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-from tools import test as test_tool
-from tools import train_stage2
 from utils.config import load_cfg
 from utils.pseudo_labels import load_score_dict, save_pseudo_labels
+from run_tool import run_tool
 
 
 @pytest.fixture()
@@ -21,7 +20,7 @@ def videos(tmp_path):
 def _fails(videos, tmp_path, error, match, **opts):
     out = tmp_path / "out"
     with pytest.raises(error, match=match):
-        train_stage2.main(tiny_stage2_opts(videos, out, epochs=1, **opts))
+        run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=1, **opts))
     assert not out.exists()
 
 
@@ -60,7 +59,7 @@ def test_pseudo_labels_of_the_wrong_length_warn_and_align(videos, tmp_path):
     pls["tr_0003"] = pls["tr_0003"][:1]  # far too short
     save_pseudo_labels(tmp_path / "pls", pls)
     with pytest.warns(UserWarning, match="tr_0001"):
-        train_stage2.main(tiny_stage2_opts(videos, tmp_path / "out", epochs=1,
+        run_tool("train_stage2", tiny_stage2_opts(videos, tmp_path / "out", epochs=1,
                                            **{"DATA.PSEUDO_LABELS": tmp_path / "pls.npz"}))
     assert (tmp_path / "out" / "results.json").exists()
 
@@ -83,7 +82,7 @@ def test_checkpoint_of_the_wrong_backbone(videos, tmp_path):
     torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "c3d.pth")
     _fails(videos, tmp_path, ValueError, "(?i)c3d", **{"MODEL.BACKBONE": "i3d", "MODEL.PRETRAINED": tmp_path / "c3d.pth"})
     with pytest.raises(ValueError, match="MODEL.BACKBONE i3d"):
-        test_tool.main(tiny_stage2_opts(videos, tmp_path / "t", **{"MODEL.BACKBONE": "i3d"})
+        run_tool("test", tiny_stage2_opts(videos, tmp_path / "t", **{"MODEL.BACKBONE": "i3d"})
                        + ["TEST.CHECKPOINT", str(tmp_path / "c3d.pth")])
     assert not (tmp_path / "t").exists()
 

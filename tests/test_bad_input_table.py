@@ -23,6 +23,7 @@ from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
 from utils import cli
 from utils.config import REPO_ROOT
+from run_tool import tool_main
 
 VIDEO = REPO_ROOT / "tests" / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 
@@ -65,13 +66,12 @@ _S2_NAMES = {"frames": "frames.h5", "train": "train.txt", "test": "test.txt", "m
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     """The fixtures, built once: data, a finished stage-1 run, a stage-2 checkpoint, the real video."""
-    from tools import train_stage1, train_stage2
     root = tmp_path_factory.mktemp("pristine")
     make_tiny_dataset(root / "s1")
     make_tiny_videos(root / "s2", n_train=2, n_test=1)
     world = World(root)
-    assert cli.run(train_stage1.main, tiny_opts(world.s1, world.run1, epochs=2)) == 0
-    assert cli.run(train_stage2.main, tiny_stage2_opts(world.s2, world.run2, epochs=1)) == 0
+    assert cli.run(tool_main("train_stage1"), tiny_opts(world.s1, world.run1, epochs=2)) == 0
+    assert cli.run(tool_main("train_stage2"), tiny_stage2_opts(world.s2, world.run2, epochs=1)) == 0
     shutil.copy(VIDEO, world.video)
     return root
 
@@ -99,11 +99,6 @@ def _detach_log_handlers():
         for handler in list(getattr(logger, "handlers", [])):
             if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 logger.removeHandler(handler)
-
-
-def _tool(name):
-    import importlib
-    return importlib.import_module(f"tools.{name}")
 
 
 def _h5_edit(path, fn):
@@ -344,7 +339,7 @@ def test_bad_input(case, world, capsys):
     _detach_log_handlers()  # handlers of earlier cases hold a stream pytest has closed since
     before = _snapshot(world.root)
     capsys.readouterr()
-    status = cli.run(_tool(case.tool).main, argv)
+    status = cli.run(tool_main(case.tool), argv)
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("error: ")]
     assert status == 2, f"exit status {status}, stderr:\n{err[-3000:]}"

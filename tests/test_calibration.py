@@ -6,9 +6,9 @@ import pytest
 
 from datasets.splits import Video
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import test as test_tool
 from utils.calibration import (allowed_false_alarms, calibrate, calibrate_split, event_ids, format_table,
                                select_threshold, threshold_for_far)
+from run_tool import run_tool
 
 
 def test_threshold_is_the_smallest_score_within_the_target():
@@ -89,7 +89,7 @@ def test_test_py_writes_the_calibration_file(tmp_path):
     np.savez(tmp_path / "mine.npz", **scores)
     opts = tiny_opts(paths, tmp_path / "out") + ["TEST.SCORES", str(tmp_path / "mine.npz"),
                                                  "TEST.CALIBRATION_FARS", "[0.001, 0.01, 0.1]"]
-    test_tool.main(opts)
+    run_tool("test", opts)
     saved = json.loads((tmp_path / "out" / "test_mine_calibration.json").read_text())
     assert saved["source"].endswith("mine.npz") and [r["target_far"] for r in saved["thresholds"]] == [0.001, 0.01, 0.1]
     normal = np.concatenate([np.repeat(scores[name], 16) for name, label, _ in videos if label == "0"])

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-from tools import test as test_tool
-from tools import train_stage2
 from utils.config import REPO_ROOT
 from utils.errors import UserError
+from run_tool import run_tool
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # BatchNorm trains from the first epoch (no frozen phase) with dropout on: what resume must reproduce
@@ -83,7 +82,7 @@ def test_checkpoint_reproduces_the_scores_of_every_test_video(i3d_two_ranks, vid
     straight, _ = i3d_two_ranks
     logged = dict(np.load(straight / "test_scores.npz"))
     out = tmp_path / "test"
-    test_tool.main(tiny_stage2_opts(videos, out, **I3D)[:2] + [
+    run_tool("test", tiny_stage2_opts(videos, out, **I3D)[:2] + [
         x for kv in zip(tiny_stage2_opts(videos, out, **I3D)[2::2], tiny_stage2_opts(videos, out, **I3D)[3::2])
         for x in kv] + ["TEST.CHECKPOINT", str(straight / "checkpoints" / "last.pth")])
     again = dict(np.load(next(out.glob("test_*_scores.npz"))))
@@ -99,9 +98,9 @@ def test_two_rank_resume_with_loader_workers_is_exact(i3d_two_ranks):
 
 def test_single_process_resume_with_loader_workers_is_exact(videos, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_stage2.main(tiny_stage2_opts(videos, straight, epochs=2, **I3D))
-    train_stage2.main(tiny_stage2_opts(videos, resumed, epochs=1, **I3D))
-    train_stage2.main(["--resume"] + tiny_stage2_opts(videos, resumed, epochs=2, **I3D))
+    run_tool("train_stage2", tiny_stage2_opts(videos, straight, epochs=2, **I3D))
+    run_tool("train_stage2", tiny_stage2_opts(videos, resumed, epochs=1, **I3D))
+    run_tool("train_stage2", ["--resume"] + tiny_stage2_opts(videos, resumed, epochs=2, **I3D))
     _assert_same_state(_state(straight), _state(resumed))
 
 
@@ -111,7 +110,7 @@ def test_uneven_shares_train_the_weights_of_one_process(videos, tmp_path):
     opts = {"MODEL.DROPOUT": 0.0, "STAGE2.FREEZE_EPOCHS": 0, "STAGE2.BATCH_SIZE": 3, "DEVICE": "cpu"}
     proc = _torchrun([], tiny_stage2_opts(videos, tmp_path / "ddp", epochs=2, **opts))
     assert "shares of [2, 1] videos" in proc.stdout
-    train_stage2.main(tiny_stage2_opts(videos, tmp_path / "single", epochs=2, **opts))
+    run_tool("train_stage2", tiny_stage2_opts(videos, tmp_path / "single", epochs=2, **opts))
     a, b = _state(tmp_path / "ddp")["model"], _state(tmp_path / "single")["model"]
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
@@ -119,7 +118,7 @@ def test_uneven_shares_train_the_weights_of_one_process(videos, tmp_path):
 def test_sync_bn_on_the_cpu_is_refused_before_any_work(videos, tmp_path):
     out = tmp_path / "syncbn"
     with pytest.raises(UserError, match="STAGE2.SYNC_BN True needs CUDA devices"):
-        train_stage2.main(tiny_stage2_opts(videos, out, **{"STAGE2.SYNC_BN": True, "DEVICE": "cpu"}))
+        run_tool("train_stage2", tiny_stage2_opts(videos, out, **{"STAGE2.SYNC_BN": True, "DEVICE": "cpu"}))
     assert not out.exists()
 
 

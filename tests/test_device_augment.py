@@ -14,6 +14,7 @@ from datasets.transforms import CropParams, TrainTransform, fixed_offsets, norma
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
 from utils.config import REPO_ROOT
 from utils.errors import InputError
+from run_tool import run_tool
 
 VIDEO = REPO_ROOT / "tests" / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 
@@ -94,10 +95,9 @@ def test_the_dataset_draws_the_same_clips_and_labels_as_the_cpu_path(tmp_path):
 
 
 def test_device_augment_refuses_raw_videos_before_training_and_trains_from_an_h5(tmp_path):
-    from tools import train_stage2
     paths = make_tiny_videos(tmp_path / "data", n_train=2, n_test=1)
     out = tmp_path / "run"
-    train_stage2.main(tiny_stage2_opts(paths, out, epochs=1, **{"STAGE2.DEVICE_AUGMENT": True,
+    run_tool("train_stage2", tiny_stage2_opts(paths, out, epochs=1, **{"STAGE2.DEVICE_AUGMENT": True,
                                                                  "STAGE2.FREEZE_EPOCHS": 0}))
     state = torch.load(out / "checkpoints" / "last.pth", weights_only=True)
     assert state["global_step"] > 0 and (out / "results.json").exists()

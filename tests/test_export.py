@@ -10,9 +10,9 @@ import torch
 from models.mil_generator import MILGenerator
 from models.mist import MIST
 from tools import export as export_tool
-from tools import infer
 from utils.config import load_cfg
 from utils.errors import UserError
+from run_tool import run_tool
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 SIZES = {"i3d": "[32, 32]", "c3d": "[32, 40, 32]"}
@@ -37,7 +37,7 @@ def test_mist_exports_match_pytorch(tmp_path, backbone):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     path, model, cfg = _checkpoint(tmp_path, backbone)
-    assert export_tool.main([str(path), str(tmp_path / "mist"), *_opts(backbone)]) == 0
+    assert run_tool("export", [str(path), str(tmp_path / "mist"), *_opts(backbone)]) == 0
     meta = json.loads((tmp_path / "mist.json").read_text())
     assert meta["kind"] == "stage2" and meta["backbone"] == backbone and meta["outputs"] == ["score", "logits"]
     assert meta["input"]["shape"] == ["N", 3, 16, 32, 32] and meta["files"] == {"onnx": "mist.onnx",
@@ -71,10 +71,10 @@ def test_stage1_generator_export_matches_pytorch(tmp_path):
 def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
     path, _, cfg = _checkpoint(tmp_path, "c3d")
     monkeypatch.setattr(export_tool, "run_torchscript", lambda p, x: [np.full((3,), 2.0), np.zeros((3, 2))])
-    assert export_tool.main([str(path), str(tmp_path / "bad"), "--formats", "torchscript", *_opts("c3d")]) == 1
+    assert run_tool("export", [str(path), str(tmp_path / "bad"), "--formats", "torchscript", *_opts("c3d")]) == 1
     assert not list(tmp_path.glob("bad*"))
     with pytest.raises(UserError, match="comma-separated subset"):
-        export_tool.main([str(path), str(tmp_path / "bad"), "--formats", "onnx,tflite", *_opts("c3d")])
+        run_tool("export", [str(path), str(tmp_path / "bad"), "--formats", "onnx,tflite", *_opts("c3d")])
 
 
 def test_infer_runs_the_exported_models_like_the_checkpoint(tmp_path):
@@ -85,7 +85,7 @@ def test_infer_runs_the_exported_models_like_the_checkpoint(tmp_path):
     results = {}
     for name, model in (("pth", path), ("onnx", tmp_path / "mist.onnx"), ("ts", tmp_path / "mist.pt")):
         extra = _opts("c3d") if name == "pth" else []  # exports carry their transform in mist.json
-        results[name] = infer.main([str(REAL), "--model", str(model), "--out", str(tmp_path / name), "--quiet",
+        results[name] = run_tool("infer", [str(REAL), "--model", str(model), "--out", str(tmp_path / name), "--quiet",
                                     *extra])
     assert [r["backend"] for r in results.values()] == ["TorchScorer", "OnnxScorer", "TorchScriptScorer"]
     reference = np.array(results["pth"]["windows"]["score"])

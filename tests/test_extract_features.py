@@ -22,6 +22,7 @@ from utils import cli
 from utils.config import load_cfg
 from utils.errors import UserError
 from utils.video import read_video_frames
+from run_tool import run_tool, tool_main
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 W = 0.0625  # channel width of the tiny encoders
@@ -102,7 +103,7 @@ def test_i3d_and_mist_features_are_global_averages(weights):
 
 
 def _run(source, out, encoder, weights, *extra, opts=()):
-    return ef.main([str(source), str(out), "--encoder", encoder, "--weights", str(weights), "--no-progress",
+    return run_tool("extract_features", [str(source), str(out), "--encoder", encoder, "--weights", str(weights), "--no-progress",
                     *extra, *TINY, *opts])
 
 
@@ -173,7 +174,7 @@ def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_v
     with pytest.raises(UserError, match="other settings.*crops: 1 -> 5.*--force"):
         _run(tiny_videos["frames"], out, "c3d", weights["c3d"], "--crops", "5", opts=C3D_SIZE)
     args = [str(tiny_videos["frames"]), str(out), "--encoder", "c3d", "--weights", str(tmp_path / "nope.pth")]
-    assert cli.run(ef.main, args + TINY) == 2
+    assert cli.run(tool_main("extract_features"), args + TINY) == 2
     assert capsys.readouterr().err.strip().endswith("nope.pth' does not exist: pass the encoder's checkpoint file")
 
 
@@ -218,7 +219,6 @@ def test_npy_folder_is_an_rtfm_list_stage1_reads(weights, tiny_videos, tmp_path)
 
 def test_stage1_trains_on_features_extracted_from_the_demo_videos(weights, tmp_path):
     demo_videos = pytest.importorskip("datasets.demo_videos")
-    from tools import train_stage1
 
     demo = demo_videos.make_demo_videos(tmp_path / "demo", 2, 2, 1, 1)
     report = _run(Path(demo["out_dir"]) / "videos", tmp_path / "feats.h5", "c3d", weights["c3d"], opts=C3D_SIZE)
@@ -228,7 +228,7 @@ def test_stage1_trains_on_features_extracted_from_the_demo_videos(weights, tmp_p
             "DATA.TEST_MASK_DIR": demo["mask_dir"], "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
             "DATA.FEATURE_DIM": report["dim"], "OUTPUT_DIR": tmp_path / "stage1", "STAGE1.EPOCHS": 2,
             "STAGE1.EVAL_PERIOD": 1, "STAGE1.BATCH_SIZE": 2, "STAGE1.PART_NUM": 4, "STAGE1.PART_LEN": 2}
-    results = train_stage1.main(["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])
+    results = run_tool("train_stage1", ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])
     test_clips = sum(len(v) for k, v in _h5(tmp_path / "feats.h5").items()
                      if k[:-4] in Path(demo["test_split"]).read_text())
     assert results["test"]["n_clips"] == test_clips and 0.0 <= results["test"]["auc"] <= 1.0

@@ -18,6 +18,7 @@ from tools import make_h5 as make_h5_tool
 from tools.make_h5 import make_h5
 from utils import cli
 from utils.video import iter_video_segments, probe_video, read_video_frames
+from run_tool import run_tool, tool_main
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 REAL_NAME, REAL_FRAMES = "Normal_Videos020_x264_head100", 100
@@ -220,11 +221,11 @@ def test_all_skipped_writes_nothing(videos, tmp_path):
 def test_cli_exit_codes_and_resize(videos, tmp_path, capsys):
     args = [str(videos["synth"]), str(videos["short"])]
     (tmp_path / "l.txt").write_text("\n".join(args))
-    assert make_h5_tool.main([str(tmp_path / "l.txt"), str(tmp_path / "o.h5"), "--resize", "24", "32"]) == 1
+    assert run_tool("make_h5", [str(tmp_path / "l.txt"), str(tmp_path / "o.h5"), "--resize", "24", "32"]) == 1
     assert "short.avi: only 10 frames" in capsys.readouterr().out
     assert open_frames(tmp_path / "o.h5").read_segments("synth", 1, 1).shape == (16, 24, 32, 3)
-    assert make_h5_tool.main([str(tmp_path / "l.txt"), str(tmp_path / "o.h5"), "--force", "--allow-skips"]) == 0
-    assert cli.run(make_h5_tool.main, [str(tmp_path / "l.txt"), str(tmp_path / "o.h5")]) == 2  # no --force
+    assert run_tool("make_h5", [str(tmp_path / "l.txt"), str(tmp_path / "o.h5"), "--force", "--allow-skips"]) == 0
+    assert cli.run(tool_main("make_h5"), [str(tmp_path / "l.txt"), str(tmp_path / "o.h5")]) == 2  # no --force
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars
     assert last.startswith("error: output ") and last.endswith("already exists; pass --force (force=True) to "
                                                                "overwrite it")

@@ -21,6 +21,7 @@ from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
 from utils.stream import FrameReader, source_kind, source_name
 from utils.video_scoring import score_videos_on_frames
 from utils.errors import UserError
+from run_tool import run_tool
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +126,7 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_real(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("infer")
-    result = infer.main([str(REAL), "--model", str(model[0]), "--out", str(out), "--quiet", "--video", *TINY,
+    result = run_tool("infer", [str(REAL), "--model", str(model[0]), "--out", str(out), "--quiet", "--video", *TINY,
                          "INFER.STRIDE", "8", "INFER.BATCH_SIZE", "4"])
     return out, result
 
@@ -156,7 +157,7 @@ def test_calibrated_threshold_drives_the_alarms(model, run_real, tmp_path):
     low = float(distinct[1:3].mean())
     (tmp_path / "cal.json").write_text(json.dumps({"thresholds": [
         {"target_far": 0.01, "threshold": 9.0}, {"target_far": 0.001, "threshold": threshold}]}))
-    result = infer.main([str(REAL), "--model", str(model[0]), "--out", str(tmp_path), "--quiet", *TINY,
+    result = run_tool("infer", [str(REAL), "--model", str(model[0]), "--out", str(tmp_path), "--quiet", *TINY,
                          "--calibration", str(tmp_path / "cal.json"), "--far", "0.001", "INFER.STRIDE", "8",
                          "INFER.LOW_THRESHOLD", str(low), "INFER.MIN_FRAMES", "24"])
     assert result["threshold"] == threshold and result["calibration"]["target_far"] == 0.001
@@ -167,9 +168,9 @@ def test_calibrated_threshold_drives_the_alarms(model, run_real, tmp_path):
     events = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines() if '"event"' in x]
     assert [e["event"] for e in events] == ["alarm_start", "alarm_end"] * len(expected)
     with pytest.raises(UserError, match="go together"):
-        infer.main([str(REAL), "--model", str(model[0]), "--far", "0.001", *TINY])
+        run_tool("infer", [str(REAL), "--model", str(model[0]), "--far", "0.001", *TINY])
     with pytest.raises(UserError, match="not a file, a camera index"):
-        infer.main([str(tmp_path / "missing.mp4"), "--model", str(model[0]), *TINY])
+        run_tool("infer", [str(tmp_path / "missing.mp4"), "--model", str(model[0]), *TINY])
 
 
 def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):

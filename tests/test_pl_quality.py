@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tools import pl_quality
 from utils.config import REPO_ROOT
 from utils.pseudo_labels import save_pseudo_labels
 from utils.errors import UserError
+from run_tool import run_tool
 
 OFFICIAL = REPO_ROOT / "data" / "shanghaitech" / "official_pseudo_labels"
 
@@ -16,7 +16,7 @@ OFFICIAL = REPO_ROOT / "data" / "shanghaitech" / "official_pseudo_labels"
 @pytest.mark.parametrize("backbone, expected", [("I3D", 0.7299), ("C3D", 0.6990)])
 def test_authors_pseudo_labels_on_the_63_train_masks(backbone, expected):
     """docs/REFERENCE.md §5: the shipped files score 0.7299 (I3D) and 0.6990 (C3D) pooled frame AUC."""
-    result = pl_quality.main([str(OFFICIAL / f"SHT_{backbone}_PLs.npy")])
+    result = run_tool("pl_quality", [str(OFFICIAL / f"SHT_{backbone}_PLs.npy")])
     after = result["after"]
     assert round(after["auc"], 4) == expected and after["n_videos"] == 63 and "before" not in result
     assert result["n_without_mask"] == result["n_without_pseudo_label"] == 0
@@ -40,7 +40,7 @@ def test_run_folder_before_and_after_hand_computed(tmp_path, capsys):
     np.save(masks / "v_0001.npy", np.repeat([0, 1, 1], 4).astype(np.uint8))  # clip_len 4: clips 1, 2 anomalous
     np.save(masks / "v_0002.npy", np.repeat([0, 1], 4).astype(np.uint8))
     _write_run(tmp_path / "run", masks)
-    result = pl_quality.main([str(tmp_path / "run"), "--clip-len", "4", "--json", str(tmp_path / "q.json")])
+    result = run_tool("pl_quality", [str(tmp_path / "run"), "--clip-len", "4", "--json", str(tmp_path / "q.json")])
     # after: positives 1.0 .5 .9 (x4 frames), negatives 0.0 .2 -> every positive frame beats every negative
     assert result["after"]["auc"] == 1.0 and result["after"]["n_videos"] == 2
     # before: positives .1 .2 .9, negatives .9 .2 -> pairs (pos > neg) + 0.5 ties: (0 + .5 + 1.5) / 6 = 1/3
@@ -53,4 +53,4 @@ def test_run_folder_before_and_after_hand_computed(tmp_path, capsys):
 
 def test_missing_masks_is_an_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        pl_quality.main([str(OFFICIAL / "SHT_I3D_PLs.npy"), "--masks", str(tmp_path / "none")])
+        run_tool("pl_quality", [str(OFFICIAL / "SHT_I3D_PLs.npy"), "--masks", str(tmp_path / "none")])

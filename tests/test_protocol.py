@@ -7,9 +7,9 @@ import torch
 
 from datasets.splits import Video
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import train_stage1
 from utils.config import ConfigError, load_cfg
 from utils.protocol import selection_table, split_validation, update_best_val, validation_metric
+from run_tool import run_tool
 
 
 def _ucf_like():
@@ -67,7 +67,7 @@ def test_stage1_with_validation_split_reports_last_best_and_best_val(tmp_path, c
     tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
     out = tmp_path / "run"
     opts = {"DATA.VAL_FRACTION": 0.25, "PSEUDO_LABEL.CHECKPOINT": "best_val"}
-    results = train_stage1.main(tiny_opts(tiny, out, epochs=4, **opts))
+    results = run_tool("train_stage1", tiny_opts(tiny, out, epochs=4, **opts))
     log = capsys.readouterr().out
     assert "validation split: 4 of 16 training videos held out (2 abnormal" in log
     assert "16 train (1 iterations/epoch)" in log  # 6 + 6 videos left to train on, batches of 4
@@ -91,12 +91,11 @@ def test_best_val_needs_a_validation_split():
 
 def test_stage2_with_validation_split_saves_best_val(tmp_path, capsys):
     from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-    from tools import train_stage2
 
     paths = make_tiny_videos(tmp_path / "videos")
     out = tmp_path / "run"
     opts = {"DATA.VAL_FRACTION": 0.25, "DATA.TRAIN_MASK_DIR": paths["masks"], "STAGE2.ACCUMULATE": 1}
-    results = train_stage2.main(tiny_stage2_opts(paths, out, epochs=1, **opts))
+    results = run_tool("train_stage2", tiny_stage2_opts(paths, out, epochs=1, **opts))
     record = json.loads((out / "metrics.jsonl").read_text())
     assert "8 train videos (1 iterations/epoch" in capsys.readouterr().out  # 3 + 3 left: one batch of 2 + 2
     assert record["val_metric"] == "frame_auc" and record["best_val_epoch"] == 1

@@ -9,7 +9,7 @@ from datasets.features import open_features, write_h5_features
 from datasets.segments import SegmentBagSampler, pool_segments, segment_bounds
 from models.sultani import sultani_loss
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import train_stage1
+from run_tool import run_tool
 
 
 def _matlab_segments(feats, n_seg=32):
@@ -80,7 +80,7 @@ def test_sultani_method_trains_with_the_stage1_tool(tmp_path):
     tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
     opts = {"STAGE1.METHOD": "sultani", "STAGE1.PART_NUM": 8, "STAGE1.LAMBDA_SPARSE": 8e-5,
             "STAGE1.LAMBDA_SMOOTH": 8e-5}
-    results = train_stage1.main(tiny_opts(tiny, tmp_path / "run", epochs=4, **opts))
+    results = run_tool("train_stage1", tiny_opts(tiny, tmp_path / "run", epochs=4, **opts))
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train/rank", "train/sparse", "train/smooth"} <= set(record)
     assert results["test"]["auc"] > 0.9  # the clip-level MLP, trained on segment means, scores test clips directly

@@ -6,6 +6,7 @@ import pytest
 
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
 from tools import sweep
+from run_tool import run_tool
 
 
 def test_aggregate_hand_computed_and_argument_split():
@@ -20,7 +21,7 @@ def test_aggregate_hand_computed_and_argument_split():
 def test_sweep_over_two_seeds(tmp_path, capsys):
     tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
     opts = tiny_opts(tiny, tmp_path / "sweep", epochs=2)[2:]
-    result = sweep.main(["--cfg", "", "--seeds", "0", "1"] + opts)
+    result = run_tool("sweep", ["--cfg", "", "--seeds", "0", "1"] + opts)
     runs = [json.loads((tmp_path / "sweep" / f"seed_{s}" / "results.json").read_text()) for s in (0, 1)]
     aucs = [r["test"]["auc"] for r in runs]
     assert aucs[0] != aucs[1]  # the seeds differ
@@ -30,5 +31,5 @@ def test_sweep_over_two_seeds(tmp_path, capsys):
     assert {"last/auc", "best/auc"} <= set(result["mean"])
     assert json.loads((tmp_path / "sweep" / "sweep.json").read_text()) == json.loads(json.dumps(result))
     assert "test/auc" in capsys.readouterr().out
-    again = sweep.main(["--cfg", "", "--seeds", "0", "1"] + opts)  # finished seeds are read back, not retrained
+    again = run_tool("sweep", ["--cfg", "", "--seeds", "0", "1"] + opts)  # finished seeds are read back, not retrained
     assert again["mean"] == result["mean"] and "already finished, reused" in capsys.readouterr().out

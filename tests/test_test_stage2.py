@@ -8,20 +8,19 @@ import torch
 from datasets.frames import open_frames
 from models.weights import to_official_state_dict
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-from tools import test as test_tool
-from tools import train_stage2
+from run_tool import run_tool
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("s2")
     videos = make_tiny_videos(root / "data")
-    results = train_stage2.main(tiny_stage2_opts(videos, root / "run", epochs=2))
+    results = run_tool("train_stage2", tiny_stage2_opts(videos, root / "run", epochs=2))
     return videos, root / "run", results
 
 
 def _test(videos, out, checkpoint, **extra):
-    return test_tool.main(tiny_stage2_opts(videos, out, **extra) + ["TEST.CHECKPOINT", str(checkpoint)])
+    return run_tool("test", tiny_stage2_opts(videos, out, **extra) + ["TEST.CHECKPOINT", str(checkpoint)])
 
 
 def test_checkpoint_reproduces_the_training_evaluation(trained, tmp_path):

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import test as test_tool
-from tools import train_stage1
 from utils.pseudo_labels import load_score_dict
 from utils.errors import UserError
+from run_tool import run_tool
 
 
 DROPOUT = {"STAGE1.DROPOUT": 0.6}  # exercises the torch random stream too
@@ -28,7 +27,7 @@ def _weights(out):
 
 def test_run_writes_every_product(tiny, tmp_path):
     out = tmp_path / "run"
-    results = train_stage1.main(tiny_opts(tiny, out))
+    results = run_tool("train_stage1", tiny_opts(tiny, out))
     for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last.pth", "checkpoints/best.pth",
                  "pseudo_labels.npy", "pseudo_labels.npz", "test_scores.npz", "results.json"):
         assert (out / name).exists(), name
@@ -46,21 +45,21 @@ def test_run_writes_every_product(tiny, tmp_path):
 
 
 def test_seeded_runs_are_identical(tiny, tmp_path):
-    train_stage1.main(tiny_opts(tiny, tmp_path / "a", epochs=4, **DROPOUT))
-    train_stage1.main(tiny_opts(tiny, tmp_path / "b", epochs=4, **DROPOUT))
+    run_tool("train_stage1", tiny_opts(tiny, tmp_path / "a", epochs=4, **DROPOUT))
+    run_tool("train_stage1", tiny_opts(tiny, tmp_path / "b", epochs=4, **DROPOUT))
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    train_stage1.main(tiny_opts(tiny, tmp_path / "c", epochs=4, SEED=1, **DROPOUT))
+    run_tool("train_stage1", tiny_opts(tiny, tmp_path / "c", epochs=4, SEED=1, **DROPOUT))
     assert not torch.equal(a["regressor.0.weight"], _weights(tmp_path / "c")["regressor.0.weight"])
 
 
 def test_resume_continues_exactly(tiny, tmp_path):
     """The numpy sampling stream and the torch dropout stream are restored, so 4 + 2 epochs == 6 epochs."""
-    train_stage1.main(tiny_opts(tiny, tmp_path / "straight", epochs=6, **DROPOUT))
-    train_stage1.main(tiny_opts(tiny, tmp_path / "resumed", epochs=4, **DROPOUT))
+    run_tool("train_stage1", tiny_opts(tiny, tmp_path / "straight", epochs=6, **DROPOUT))
+    run_tool("train_stage1", tiny_opts(tiny, tmp_path / "resumed", epochs=4, **DROPOUT))
     with pytest.raises(UserError, match="already holds a finished run"):
-        train_stage1.main(tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
-    train_stage1.main(["--resume"] + tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
+        run_tool("train_stage1", tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
+    run_tool("train_stage1", ["--resume"] + tiny_opts(tiny, tmp_path / "resumed", epochs=6, **DROPOUT))
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
     epochs = [json.loads(x)["epoch"] for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
@@ -69,21 +68,21 @@ def test_resume_continues_exactly(tiny, tmp_path):
 
 def test_interrupted_run_resumes_without_flag(tiny, tmp_path):
     out = tmp_path / "run"
-    train_stage1.main(tiny_opts(tiny, out, epochs=4))
+    run_tool("train_stage1", tiny_opts(tiny, out, epochs=4))
     (out / "results.json").unlink()  # as if killed after the epoch-4 checkpoint
-    train_stage1.main(tiny_opts(tiny, out, epochs=6))
+    run_tool("train_stage1", tiny_opts(tiny, out, epochs=6))
     assert "resumed from epoch 4" in (out / "log.txt").read_text()
 
 
 def test_test_tool_matches_training_evaluation(tiny, tmp_path):
     out = tmp_path / "run"
-    results = train_stage1.main(tiny_opts(tiny, out, epochs=4))
+    results = run_tool("train_stage1", tiny_opts(tiny, out, epochs=4))
     opts = tiny_opts(tiny, out) + ["TEST.CHECKPOINT", str(out / "checkpoints" / "last.pth")]
-    metrics = test_tool.main(opts)
+    metrics = run_tool("test", opts)
     assert metrics["auc"] == pytest.approx(results["test"]["auc"], abs=1e-12)
     assert json.loads((out / "test_last.json").read_text())["auc"] == metrics["auc"]
     scores = load_score_dict(out / "test_last_scores.npz")
-    from_scores = test_tool.main(tiny_opts(tiny, tmp_path / "s") + ["TEST.SCORES", str(out / "test_last_scores.npz")])
+    from_scores = run_tool("test", tiny_opts(tiny, tmp_path / "s") + ["TEST.SCORES", str(out / "test_last_scores.npz")])
     assert from_scores["auc"] == metrics["auc"] and len(scores) == 12
     np.testing.assert_allclose(scores["te_0000"], load_score_dict(out / "test_scores.npz")["te_0000"])
 
@@ -94,8 +93,8 @@ def test_deterministic_key_turns_on_deterministic_kernels_and_changes_nothing_on
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark,
               torch.backends.cudnn.deterministic)
     try:
-        plain = train_stage1.main(tiny_opts(tiny, tmp_path / "plain", epochs=2))
-        det = train_stage1.main(tiny_opts(tiny, tmp_path / "det", epochs=2, DETERMINISTIC=True))
+        plain = run_tool("train_stage1", tiny_opts(tiny, tmp_path / "plain", epochs=2))
+        det = run_tool("train_stage1", tiny_opts(tiny, tmp_path / "det", epochs=2, DETERMINISTIC=True))
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
         assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     finally:

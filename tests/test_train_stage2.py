@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-from tools import train_stage2
 from utils.config import REPO_ROOT
+from run_tool import run_tool
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def _state(out, name="last"):
 
 def test_run_writes_products_and_learns(videos, tmp_path):
     out = tmp_path / "run"
-    results = train_stage2.main(tiny_stage2_opts(videos, out, epochs=3))
+    results = run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=3))
     for name in ("config.yaml", "log.txt", "metrics.jsonl", "checkpoints/last.pth", "checkpoints/best.pth",
                  "test_scores.npz", "results.json"):
         assert (out / name).exists(), name
@@ -43,7 +43,7 @@ def test_run_writes_products_and_learns(videos, tmp_path):
 
 def test_frozen_backbone_and_bn_statistics_do_not_move(videos, tmp_path):
     out = tmp_path / "frozen"
-    train_stage2.main(tiny_stage2_opts(videos, out, epochs=1, **{"STAGE2.ACCUMULATE": 1}))
+    run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=1, **{"STAGE2.ACCUMULATE": 1}))
     from models.build import build_model
     from utils.config import load_cfg
 
@@ -60,7 +60,7 @@ def test_uint8_input_normalised_on_the_device_trains_the_same_weights(videos, tm
     runs = {}
     for uint8 in (True, False):
         out = tmp_path / f"uint8_{uint8}"
-        train_stage2.main(tiny_stage2_opts(videos, out, epochs=1, **{"STAGE2.FREEZE_EPOCHS": 0,
+        run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=1, **{"STAGE2.FREEZE_EPOCHS": 0,
                                                                       "STAGE2.UINT8_INPUT": uint8}))
         runs[uint8] = _state(out)["model"]
     assert all(torch.equal(runs[True][k], runs[False][k]) for k in runs[True])
@@ -74,11 +74,11 @@ def test_uint8_input_normalised_on_the_device_trains_the_same_weights(videos, tm
 def test_accumulation_carries_across_epochs_and_resume_is_exact(videos, tmp_path):
     """2 iterations/epoch with ACCUMULATE 3: an optimizer step straddles epochs 1-2; resume at epoch 1."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    train_stage2.main(tiny_stage2_opts(videos, straight, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 0}))
-    train_stage2.main(tiny_stage2_opts(videos, resumed, epochs=1, **{"STAGE2.FREEZE_EPOCHS": 0}))
+    run_tool("train_stage2", tiny_stage2_opts(videos, straight, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 0}))
+    run_tool("train_stage2", tiny_stage2_opts(videos, resumed, epochs=1, **{"STAGE2.FREEZE_EPOCHS": 0}))
     mid = _state(resumed)
     assert mid["global_step"] == 2 and any(g is not None for g in mid["pending_grads"])  # 2 of 3 accumulated
-    train_stage2.main(["--resume"] + tiny_stage2_opts(videos, resumed, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 0}))
+    run_tool("train_stage2", ["--resume"] + tiny_stage2_opts(videos, resumed, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 0}))
     a, b = _state(straight)["model"], _state(resumed)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
@@ -97,7 +97,7 @@ def test_two_gloo_ranks_end_with_identical_weights(videos, tmp_path):
     results = json.loads((out / "results.json").read_text())
     digests = results["weights_digest_per_rank"]
     assert results["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
-    train_stage2.main(tiny_stage2_opts(videos, tmp_path / "single", epochs=2, **opts))
+    run_tool("train_stage2", tiny_stage2_opts(videos, tmp_path / "single", epochs=2, **opts))
     a, b = _state(out)["model"], _state(tmp_path / "single")["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
@@ -106,7 +106,7 @@ def test_two_gloo_ranks_end_with_identical_weights(videos, tmp_path):
 def test_mixed_precision_training_runs_and_learns_on_cpu(videos, tmp_path, amp):
     """torch.autocast (bf16; fp16 with a GradScaler): finite losses, weights that move, the same products."""
     out = tmp_path / amp
-    results = train_stage2.main(tiny_stage2_opts(videos, out, epochs=2, **{"STAGE2.AMP": amp,
+    results = run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=2, **{"STAGE2.AMP": amp,
                                                                            "STAGE2.FREEZE_EPOCHS": 0}))
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/loss"]) for r in records) and 0.0 <= results["test"]["auc"] <= 1.0
@@ -130,7 +130,7 @@ def test_compile_wraps_the_training_forward_with_the_configured_mode(videos, tmp
         return module
     monkeypatch.setattr(torch, "compile", fake_compile)
     out = tmp_path / "compiled"
-    train_stage2.main(tiny_stage2_opts(videos, out, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 1,
+    run_tool("train_stage2", tiny_stage2_opts(videos, out, epochs=2, **{"STAGE2.FREEZE_EPOCHS": 1,
                                                                   "STAGE2.COMPILE": "reduce-overhead"}))
     assert calls == [("MIST", "reduce-overhead")] * 2  # frozen phase, then unfrozen: rebuilt once
     from utils.config import ConfigError, load_cfg

@@ -18,6 +18,7 @@ from utils.config import load_cfg
 from utils.evaluation import evaluate
 from utils.gradcam import denormalise, grad_cam, gradcam_panel, heatmap, overlay
 from utils.errors import UserError
+from run_tool import run_tool
 
 COLOUR = (10, 60, 200)  # BGR: a red-dominant colour, so a channel swap is visible
 
@@ -51,7 +52,7 @@ def stage1_run(tmp_path_factory):
 
 def test_figures_and_report(stage1_run):
     run, metrics = stage1_run
-    result = visualize.main([str(run), "--max-videos", "4"])
+    result = run_tool("visualize", [str(run), "--max-videos", "4"])
     out = run / "figures"
     assert result["images"] == ["score_curves.png", "roc.png", "pr.png"]  # no categories: no per-class bars
     for name in result["images"]:
@@ -107,7 +108,7 @@ def stage2_run(tmp_path_factory):
 
 def test_gradcam_panel_from_a_stage2_checkpoint(stage2_run):
     run, cfg, _ = stage2_run
-    result = visualize.main([str(run), "--gradcam", "te_0001:1", "--max-videos", "2"])
+    result = run_tool("visualize", [str(run), "--gradcam", "te_0001:1", "--max-videos", "2"])
     panel = cv2.imread(str(run / "figures" / "gradcam_te_0001_1.png"))
     assert "gradcam_te_0001_1.png" in result["images"]
     assert panel.shape == (32, 3 * 32, 3)  # frame | Grad-CAM | attention, at the C3D test crop

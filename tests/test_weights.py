@@ -4,7 +4,6 @@ Dummy checkpoints are built from the manifests' keys and shapes; every tensor ho
 its key, so a test can tell which checkpoint tensor landed in which model parameter. The expected pairings
 come from the manifests (pretrained_key_mapping.json) and hand-written tables, not from the code under test.
 """
-import importlib.util
 from collections import OrderedDict
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from models.weights import (CheckpointError, convert_state_dict, detect_format, 
                             to_official_state_dict, unwrap_checkpoint)
 from tests.golden_weights import manifest
 from utils.errors import UserError
+from run_tool import run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 PIERGIAJ_PAIRS = manifest("pretrained_key_mapping")[
@@ -214,19 +214,11 @@ def test_unknown_layout_and_pickled_code_are_refused(mist_i3d, tmp_path):
         convert_state_dict({"epoch": 3}, "i3d")
 
 
-def _convert_tool():
-    spec = importlib.util.spec_from_file_location("convert_weights", ROOT / "tools" / "convert_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_convert_weights_tool_round_trip(mist_c3d, tmp_path, capsys):
-    tool = _convert_tool()
     official = dummy("official_C3D_SGA_STD")
     src = save({"model": OrderedDict(("module." + k, v) for k, v in official.items())}, tmp_path / "in.pth")
     out = tmp_path / "out" / "mist_c3d.pth"
-    tool.main([str(src), str(out), "--backbone", "c3d"])
+    run_tool("convert_weights", [str(src), str(out), "--backbone", "c3d"])
     assert "official_mist" in capsys.readouterr().out
     converted = torch.load(out, map_location="cpu", weights_only=True)
     assert list(converted) == list(mist_c3d.state_dict())  # our names, our order
@@ -234,10 +226,10 @@ def test_convert_weights_tool_round_trip(mist_c3d, tmp_path, capsys):
     assert list(restored) == list(official) and all(torch.equal(restored[k], official[k]) for k in official)
     assert load_weights(mist_c3d, out).format == "mist"
     with pytest.raises(UserError, match="exists; pass --force"):
-        tool.main([str(src), str(out)])
-    tool.main([str(save(dummy("DavideA_C3D"), tmp_path / "c3d.pickle")), str(out), "--force"])
+        run_tool("convert_weights", [str(src), str(out)])
+    run_tool("convert_weights", [str(save(dummy("DavideA_C3D"), tmp_path / "c3d.pickle")), str(out), "--force"])
     backbone_keys = [f"backbone.{k}" for k in _empty_model(C3D).state_dict()]
     assert list(torch.load(out, weights_only=True)) == backbone_keys
     with pytest.raises(UserError, match="holds C3D weights"):
-        tool.main([str(tmp_path / "c3d.pickle"), str(tmp_path / "x.pth"), "--backbone", "i3d"])
+        run_tool("convert_weights", [str(tmp_path / "c3d.pickle"), str(tmp_path / "x.pth"), "--backbone", "i3d"])
     assert not (tmp_path / "x.pth").exists()

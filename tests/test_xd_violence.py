@@ -9,9 +9,8 @@ from datasets.build import open_store
 from datasets.ground_truth import frame_labels
 from datasets.splits import read_split
 from models.build import build_generator
-from tools import test as test_tool
-from tools import train_stage1, visualize
 from utils.config import REPO_ROOT, load_cfg
+from run_tool import run_tool
 
 CFG = REPO_ROOT / "configs" / "xd_violence" / "i3d_stage1.yaml"
 DIM, CROPS = 8, 5
@@ -65,7 +64,7 @@ def xd(tmp_path_factory):
             "DATA.FEATURE_DIM", DIM, "STAGE1.EPOCHS", 2, "STAGE1.EVAL_PERIOD", 2, "STAGE1.BATCH_SIZE", 3,
             "STAGE1.PART_NUM", 4, "STAGE1.PART_LEN", 2, "STAGE1.LR", 0.02, "STAGE1.DROPOUT", 0.0]
     opts = [str(x) for x in opts]
-    results = train_stage1.main(["--cfg", str(CFG), *opts, "OUTPUT_DIR", str(root / "run")])
+    results = run_tool("train_stage1", ["--cfg", str(CFG), *opts, "OUTPUT_DIR", str(root / "run")])
     return root, opts, results
 
 
@@ -99,10 +98,10 @@ def frame_labels_of(row):
 def test_test_tool_and_visualize_put_ap_first(xd, capsys):
     root, opts, results = xd
     scores = root / "run" / "test_scores.npz"
-    metrics = test_tool.main(["--cfg", str(CFG), *opts, "TEST.SCORES", str(scores), "OUTPUT_DIR", str(root / "t")])
+    metrics = run_tool("test", ["--cfg", str(CFG), *opts, "TEST.SCORES", str(scores), "OUTPUT_DIR", str(root / "t")])
     line = next(x for x in capsys.readouterr().out.splitlines() if "test_scores:" in x)
     assert line.split("test_scores: ")[1].startswith(f"AP {100 * metrics['ap']:.2f}%  AUC {100 * metrics['auc']:.2f}%")
-    result = visualize.main([str(root / "run")])
+    result = run_tool("visualize", [str(root / "run")])
     assert result["images"][:3] == ["score_curves.png", "pr.png", "roc.png"] and "per_class_auc.png" in result["images"]
     page = (root / "run" / "figures" / "report.html").read_text()
     assert page.index("<td>AP</td>") < page.index("<td>AUC</td>")

@@ -62,6 +62,36 @@ def load_checkpoint(path, expect_kind=None):
     return state
 
 
+def read_checkpoint(path, kind=None):
+    """The one checkpoint reader of every tool -> (state, cfg).
+
+    state: the file's content, loaded without running code (torch_load_safely). kind: "stage1" / "stage2"
+    refuses any other file, naming what it holds. cfg: the config a mist-vad run stored in the file, merged
+    into today's defaults (keys added since take their defaults), frozen; None for a file without one (the
+    authors' checkpoints, converted state dicts), whose model is built from the caller's config.
+    """
+    state = load_checkpoint(path, expect_kind=kind)
+    return state, saved_cfg(state, path)
+
+
+def saved_cfg(state, path="checkpoint"):
+    """-> the config stored in a mist-vad checkpoint, merged into today's defaults; None without one."""
+    if not (isinstance(state, dict) and isinstance(state.get("cfg"), str)):
+        return None
+    from yacs.config import CfgNode
+
+    from configs.defaults import get_cfg_defaults
+
+    cfg = get_cfg_defaults()
+    try:
+        cfg.merge_from_other_cfg(CfgNode.load_cfg(state["cfg"]))
+    except (KeyError, ValueError, AssertionError) as err:
+        raise InputError(f"{path}: its stored config does not fit this version of mist-vad ({' '.join(str(err).split())}); "
+                         "rebuild the model from a config file (--cfg) instead") from None
+    cfg.freeze()
+    return cfg
+
+
 def atomic_write(path, write, mode="wb"):
     """write(file) into `<path>.tmp`, then renamed to path: an interrupted or failed write leaves no partial file."""
     path = Path(path)
