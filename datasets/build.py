@@ -155,7 +155,7 @@ def _size(values):
 def stage2_transforms(cfg):
     """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys (the train
     transform returns uint8 clips with STAGE2.UINT8_INPUT: tools/train_stage2.py normalises them on its device)."""
-    from datasets.transforms import TestTransform, TrainTransform
+    from datasets.transforms import TrainTransform
 
     if cfg.STAGE2.DEVICE_AUGMENT:  # decoded and augmented on the training device (datasets/device_augment.py)
         from datasets.device_augment import JpegTrainTransform
@@ -164,9 +164,17 @@ def stage2_transforms(cfg):
     else:
         train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE),
                                normalise=not cfg.STAGE2.UINT8_INPUT)
-    test = TestTransform(cfg.MODEL.BACKBONE, cfg.DATA.DATASET, ten_crop=cfg.TEST.TEN_CROP,
-                         size=_size(cfg.DATA.TEST_SIZE))
-    return train, test
+    return train, test_transform(cfg)
+
+
+def test_transform(cfg, backbone=None, dataset=None, ten_crop=None, size=None):
+    """-> the test transform of MODEL.BACKBONE, DATA.DATASET, TEST.TEN_CROP and DATA.TEST_SIZE, any of them
+    replaced by a plain value (e.g. the backbone of a checkpoint): no cloned config needed."""
+    from datasets.transforms import TestTransform
+
+    return TestTransform(backbone or cfg.MODEL.BACKBONE, dataset or cfg.DATA.DATASET,
+                         ten_crop=cfg.TEST.TEN_CROP if ten_crop is None else ten_crop,
+                         size=_size(cfg.DATA.TEST_SIZE if size is None else size))
 
 
 def stage2_train_dataset(cfg, frames, videos, transform):

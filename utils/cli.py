@@ -5,6 +5,7 @@ or pip answer a mistake; any other exception is a bug and keeps its traceback. `
 line (or MIST_DEBUG=1) shows the traceback of a user error too. Ctrl-C -> exit status 130. Under torchrun
 every rank that fails says why, but a message is printed once per machine, not once per rank.
 """
+import argparse
 import errno
 import hashlib
 import os
@@ -72,3 +73,20 @@ def _first_to_say(message):
     except OSError:
         return True
     return True
+
+
+def tool_parser(doc, cfg_default=""):
+    """-> the ArgumentParser every tool starts from: description and usage text from the tool's docstring,
+    `--cfg FILE` (default `cfg_default`), and trailing `KEY VALUE` config overrides (`opts`). The tool adds
+    its own arguments, then parses with parse_intermixed_args (options may follow positionals)."""
+    first, _, rest = (doc or "").strip().partition("\n")
+    parser = argparse.ArgumentParser(description=first, epilog=rest.strip() or None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg", default=str(cfg_default), help="experiment YAML (configs/...)")
+    return parser
+
+
+def add_overrides(parser):
+    """The trailing `KEY VALUE ...` config overrides, added last (after the tool's positionals)."""
+    parser.add_argument("opts", nargs="*", help="KEY VALUE config overrides")
+    return parser
