@@ -1,17 +1,21 @@
 """cfg -> the stage-1 data: splits, feature store, test ground truth, train masks.
 
 The one place that turns DATA.* keys into calls of the dataset modules (datasets/*.py take plain arguments).
+Each choice is one entry in a plain dict here (STAGE1_SAMPLERS).
 """
 import logging
 from pathlib import Path
 
 import numpy as np
 
+from datasets.bags import BagSampler
 from datasets.features import open_features
 from datasets.ground_truth import frame_labels, load_mask
+from datasets.segments import SegmentBagSampler
 from datasets.splits import read_split
 from utils.evaluation import expand_to_frames
 from utils.errors import InputError, NotFoundError
+from utils.registry import choose
 
 logger = logging.getLogger("mist")
 
@@ -107,6 +111,29 @@ def train_masks(cfg, videos):
     masks = {name: load_mask(mask_dir / f"{name}.npy") for name in abnormal if (mask_dir / f"{name}.npy").exists()}
     logger.info("train masks: %d of %d abnormal train videos have one in %s", len(masks), len(abnormal), mask_dir)
     return masks
+
+
+def _mist_sampler(cfg, store, normal, abnormal, rng):
+    """MIST sub-bags: PART_NUM sub-bags of PART_LEN clips per video (datasets/bags.py)."""
+    s1 = cfg.STAGE1
+    return BagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN, s1.SAMPLING, rng)
+
+
+def _sultani_sampler(cfg, store, normal, abnormal, rng):
+    """Sultani's bags: PART_NUM mean-pooled segments per video (datasets/segments.py)."""
+    s1 = cfg.STAGE1
+    return SegmentBagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng, cfg.DATA.L2_NORM)
+
+
+# STAGE1.METHOD -> (cfg, store, normal names, abnormal names, rng) -> sampler with iter_rows(dedup)
+STAGE1_SAMPLERS = {"mist": _mist_sampler, "sultani": _sultani_sampler}
+
+
+def build_stage1_sampler(cfg, store, videos, rng):
+    """The stage-1 bag sampler of STAGE1.METHOD over `videos` (label 0 normal, 1 abnormal)."""
+    normal = [v.name for v in videos if v.label == 0]
+    abnormal = [v.name for v in videos if v.label == 1]
+    return choose(STAGE1_SAMPLERS, "STAGE1.METHOD", cfg.STAGE1.METHOD)(cfg, store, normal, abnormal, rng)
 
 
 def check_test_coverage(cfg, store, videos, labels):

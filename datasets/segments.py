@@ -58,3 +58,9 @@ class SegmentBagSampler:
             batch = slice(b * self.batch_size, (b + 1) * self.batch_size)
             yield (np.stack([self.segments[n] for n in normal[batch]]),
                    np.stack([self.segments[n] for n in abnormal[batch]]))
+
+    def iter_rows(self, dedup=False):
+        """Yields (rows float32 (2B, S, D), None) per batch: normal bags first, then abnormal, as
+        BagSampler.iter_rows; segments are distinct pooled rows, so `dedup` has nothing to remove."""
+        for normal, abnormal in self:
+            yield np.concatenate([normal, abnormal]), None

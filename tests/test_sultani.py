@@ -76,6 +76,56 @@ def test_segment_sampler_pairs_pooled_videos(tmp_path):
         SegmentBagSampler(store, ["v0"], ["v3", "v4"], 2, 8, rng)
 
 
+def test_segment_sampler_iter_rows_is_iter_concatenated(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = {f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32) for i in range(8)}
+    write_h5_features(tmp_path / "f.h5", feats)
+    store = open_features(tmp_path / "f.h5", list(feats), dim=4)
+    names = (["v0", "v1", "v2", "v3"], ["v4", "v5", "v6", "v7"])
+    plain = SegmentBagSampler(store, *names, 2, 8, np.random.default_rng(3))
+    rows = SegmentBagSampler(store, *names, 2, 8, np.random.default_rng(3))
+    for dedup in (False, True):
+        expected = [np.concatenate(batch) for batch in plain]
+        got = list(rows.iter_rows(dedup=dedup))
+        assert len(got) == len(expected) == 2
+        for (array, inverse), want in zip(got, expected):
+            assert inverse is None and array.dtype == np.float32 and array.shape == (4, 8, 4)
+            np.testing.assert_array_equal(array, want)
+
+
+def test_stage1_registries_pick_by_method(tmp_path):
+    from types import SimpleNamespace
+
+    from configs.defaults import get_cfg_defaults
+    from datasets.bags import BagSampler
+    from datasets.build import build_stage1_sampler
+    from models.build import build_stage1_loss
+    from models.losses import mil_ranking_loss
+    from utils.config import ConfigError
+
+    feats = {f"v{i}": np.ones((20, 4), np.float32) * i for i in range(4)}
+    write_h5_features(tmp_path / "f.h5", feats)
+    store = open_features(tmp_path / "f.h5", list(feats), dim=4)
+    videos = [SimpleNamespace(name=f"v{i}", label=int(i >= 2)) for i in range(4)]
+    cfg = get_cfg_defaults()
+    cfg.STAGE1.BATCH_SIZE, cfg.STAGE1.PART_NUM, cfg.STAGE1.PART_LEN, cfg.STAGE1.TOPK = 2, 4, 2, 3
+    normal, abnormal = torch.rand(2, 8, generator=torch.Generator().manual_seed(0)).chunk(2)
+    normal, abnormal = normal.repeat(2, 1), abnormal.repeat(2, 1)
+    rng = np.random.default_rng(0)
+    assert isinstance(build_stage1_sampler(cfg, store, videos, rng), BagSampler)
+    loss, _ = build_stage1_loss(cfg)(normal, abnormal)
+    assert loss.item() == mil_ranking_loss(normal, abnormal, 3, 0.01, 0.0, "topk", 2)[0].item()
+    cfg.STAGE1.METHOD = "sultani"
+    assert isinstance(build_stage1_sampler(cfg, store, videos, rng), SegmentBagSampler)
+    loss, parts = build_stage1_loss(cfg)(normal, abnormal)
+    assert loss.item() == sultani_loss(normal, abnormal, 0.01, 0.0)[0].item() and set(parts) == {
+        "rank", "sparse", "smooth"}
+    cfg.STAGE1.METHOD = "rtfm"
+    for build in (lambda: build_stage1_loss(cfg), lambda: build_stage1_sampler(cfg, store, videos, rng)):
+        with pytest.raises(ConfigError, match=r"STAGE1.METHOD = 'rtfm' is not one of \('mist', 'sultani'\)"):
+            build()
+
+
 def test_sultani_method_trains_with_the_stage1_tool(tmp_path):
     tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
     opts = {"STAGE1.METHOD": "sultani", "STAGE1.PART_NUM": 8, "STAGE1.LAMBDA_SPARSE": 8e-5,
