@@ -64,8 +64,9 @@ from datasets.bags import BagSampler  # noqa: E402
 from datasets.features import canonical_name, open_features, write_h5_features  # noqa: E402
 from datasets.ground_truth import frame_labels, load_mask  # noqa: E402
 from datasets.splits import read_split  # noqa: E402
-from models.losses import mil_ranking_loss  # noqa: E402
-from models.mil_generator import MILGenerator  # noqa: E402
+from engine.stage1 import build_optimizer, train, train_step  # noqa: E402
+from models.build import build_generator, build_stage1_loss  # noqa: E402
+from utils.config import load_cfg  # noqa: E402
 from utils.env import keep_large_blocks  # noqa: E402
 from utils.evaluation import evaluate  # noqa: E402
 from utils.pseudo_labels import refine_all  # noqa: E402
@@ -206,38 +207,45 @@ class _PoolVideo:
 
 
 # --------------------------------------------------------------------------------------------- ours
-def our_steps(model, optimizer, sampler, mode):
-    """Generator: one iteration per next(); mode 'plain' | 'rows' | 'exact' | 'default'."""
+def bench_cfg(mode="default"):
+    """The stage-1 config of a path: the defaults with the official batch shape (B, L, T, TOPK)."""
+    return load_cfg(None, ["STAGE1.BATCH_SIZE", str(B), "STAGE1.PART_NUM", str(L), "STAGE1.PART_LEN", str(T),
+                           "STAGE1.TOPK", str(TOPK), "STAGE1.FAST_DROPOUT", str(mode == "default")])
+
+
+def our_steps(model, optimizer, sampler, mode, cfg):
+    """Generator: one iteration (engine.stage1.train_step) per next(); mode 'plain' | 'rows' | 'exact' |
+    'default'."""
+    loss_fn = build_stage1_loss(cfg)
     while True:
         batches = iter(sampler) if mode == "plain" else sampler.iter_rows(dedup=mode != "rows")
         for first, second in batches:
             if mode == "plain":
-                scores = model(torch.from_numpy(np.concatenate([first, second])))
+                rows, inverse = torch.from_numpy(np.concatenate([first, second])), None
             else:
-                scores = model(torch.from_numpy(first), None if second is None else torch.from_numpy(second))
-            loss, parts = mil_ranking_loss(scores[:B], scores[B:], TOPK, 0.01, 0.0)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
-            yield {k: v.item() for k, v in {"loss": loss, **parts}.items()}
+                rows, inverse = torch.from_numpy(first), None if second is None else torch.from_numpy(second)
+            terms = train_step(model, optimizer, loss_fn, rows, inverse, cfg.STAGE1.GRAD_CLIP)
+            yield {k: v.item() for k, v in terms.items()}
 
 
-def fresh_model(dim, seed=0, fast_dropout=False):
+def fresh_model(dim, seed=0, mode="default"):
     torch.manual_seed(seed)
-    model = MILGenerator(dim, dropout=0.6, fast_dropout=fast_dropout)
-    return model, torch.optim.Adagrad(model.parameters(), lr=0.01, weight_decay=1e-3)
+    cfg = bench_cfg(mode)
+    cfg.defrost()
+    cfg.DATA.FEATURE_DIM = dim
+    model = build_generator(cfg)
+    return model, build_optimizer(cfg, model)
 
 
 def make_path(mode, train_store, train, seed=0, ref_workers=0):
     """-> (model, generator of iterations) of one training path: OUR_PATHS or "reference"."""
     normal, abnormal = [n for n, lab in train if lab == 0], [n for n, lab in train if lab == 1]
-    model, opt = fresh_model(train_store.dim, seed, fast_dropout=mode == "default")
+    model, opt = fresh_model(train_store.dim, seed, mode)
     if mode == "reference":
         np.random.seed(seed)
         return model, reference_steps(model.train(), opt, OfficialBags(train_store, normal, abnormal), ref_workers)
     sampler = BagSampler(train_store, normal, abnormal, B, L, T, "uniform", np.random.default_rng(seed))
-    return model, our_steps(model.train(), opt, sampler, mode)
+    return model, our_steps(model.train(), opt, sampler, mode, bench_cfg(mode))
 
 
 def time_paths(paths, n_iters):
@@ -365,10 +373,9 @@ def rss_run(args):
 
 
 def rss_child(opts):
-    import tools.train_stage1 as stage1
-
+    opts = json.loads(opts)
     start = time.perf_counter()
-    stage1.main(json.loads(opts))
+    train(load_cfg(opts[1], opts[2:]))
     print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
                       "seconds": time.perf_counter() - start}))
 

@@ -10,7 +10,7 @@ frames h5 written by tools/make_h5.py, pseudo-labels from the true anomaly masks
 stage 1). --dir keeps them (and the checkpoints) there and reuses the data next time; --data-only
 stops there.
 
-Training: the model, loader and Trainer of tools/train_stage2.py, Trainer.step being the step timed
+Training: the model, loader and Trainer of engine/stage2.py, Trainer.step being the step timed
 (MODEL.WIDTH 1 = the full I3D, random init: no weights can be downloaded here, the FLOPs are the
 same), the recipe's STAGE2 keys (BATCH_SIZE from --batch, ACCUMULATE 3, GRAD_CLIP ...), one epoch
 after the other as in a run (sampler and dataset epochs, freeze phase, scheduler). Per --amp:
@@ -49,9 +49,9 @@ from datasets.build import (load_splits, open_frame_source, stage2_train_dataset
                             stage2_transforms)
 from datasets.demo_videos import make_demo_videos  # noqa: E402
 from datasets.splits import read_split  # noqa: E402
-from models.build import build_model  # noqa: E402
 from tools import test as test_tool  # noqa: E402
-from tools import train_stage2  # noqa: E402
+from engine import stage2  # noqa: E402
+from engine.fit import Best, payload  # noqa: E402
 from tools.make_h5 import make_h5  # noqa: E402
 from utils import cli  # noqa: E402
 from utils import distributed as dist  # noqa: E402
@@ -102,22 +102,20 @@ def prepare_data(folder, videos, test_videos, size, workers):
 
 
 def build(cfg, rank, world, device, logger):
-    """The training pieces of tools/train_stage2.py main() -> (trainer, loader)."""
-    train_stage2.check_sync_bn(cfg, device)
+    """The training pieces of engine.stage2.Stage2Task -> (trainer, loader)."""
+    stage2.check_sync_bn(cfg, device)
     torch.manual_seed(cfg.SEED + rank)
     train_videos, _ = load_splits(cfg)
     frames = open_frame_source(cfg, train_videos)
     transform, _ = stage2_transforms(cfg)
     dataset = stage2_train_dataset(cfg, frames, train_videos, transform)
-    loader = train_stage2.build_loader(cfg, dataset, rank, world)
-    model = train_stage2.convert_sync_bn(cfg, build_model(cfg), logger).to(device)
-    if cfg.STAGE2.CHANNELS_LAST:
-        model.to(memory_format=torch.channels_last_3d)
-    return train_stage2.Trainer(cfg, model, device, world, rank, transform), loader
+    loader = stage2.build_loader(cfg, dataset, rank, world)
+    model = stage2.build_stage2_model(cfg, device)
+    return stage2.Trainer(cfg, model, device, world, rank, transform), loader
 
 
 def batches(trainer, loader):
-    """Endless (clips, labels) over consecutive epochs, set up as tools/train_stage2.py does."""
+    """Endless (clips, labels) over consecutive epochs, set up as engine.stage2 does."""
     for epoch in itertools.count():
         loader.batch_sampler.set_epoch(epoch)
         loader.dataset.set_epoch(epoch)
@@ -186,7 +184,7 @@ def test_row(opts, trainer, folder):
     """The trained weights as a stage-2 checkpoint -> tools/test.py on it -> the test figures."""
     amp, device = trainer.cfg.STAGE2.AMP, trainer.device
     ckpt = folder / f"train_{amp}" / "last.pth"
-    save_checkpoint(ckpt, **trainer.state(1, {"auc": -1.0, "epoch": None}))
+    save_checkpoint(ckpt, **payload("stage2", trainer.cfg, 1, Best(), trainer.state()))
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)

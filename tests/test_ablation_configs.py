@@ -8,7 +8,7 @@ import yaml
 
 from configs.defaults import get_cfg_defaults
 from models.build import build_generator, build_model
-from tools.train_stage2 import Trainer
+from engine.stage2 import Trainer
 from utils.config import REPO_ROOT, load_cfg
 from utils.run import _flat
 

@@ -38,7 +38,7 @@ def test_uneven_shards_are_disjoint_and_cover_each_iteration():
 @pytest.mark.parametrize("world", [1, 2, 3, 4])
 def test_share_weighted_losses_average_to_the_whole_batch_mean(world):
     """Trainer weights rank r's mean loss by world * share_r / B; DDP averages over ranks -> batch mean."""
-    from tools.train_stage2 import Trainer
+    from engine.stage2 import Trainer
 
     batch, rng = 10, np.random.default_rng(0)
     losses = rng.random(batch)  # one loss per video of a class
