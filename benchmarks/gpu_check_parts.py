@@ -198,14 +198,20 @@ def child_resume(ctx):
     import torch
     from yacs.config import CfgNode
 
-    from tools import train_stage2
+    from engine import stage2
+    from utils.config import load_cfg
+
+    def train(out, epochs, resume=False):
+        opts = resume_opts(ctx, out, epochs) + det
+        return stage2.train(load_cfg(opts[1], opts[2:]), resume)
+
     root = ctx.work / "resume"
     # bitwise equal on a GPU needs deterministic kernels: the DETERMINISTIC key users set for it
     det = ["DETERMINISTIC", "True"] if ctx.cuda else []
     for name in ("straight", "again") if ctx.cuda else ("straight",):
-        train_stage2.main(resume_opts(ctx, root / name, 2) + det)
-    train_stage2.main(resume_opts(ctx, root / "resumed", 1) + det)
-    train_stage2.main(["--resume"] + resume_opts(ctx, root / "resumed", 2) + det)
+        train(root / name, 2)
+    train(root / "resumed", 1)
+    train(root / "resumed", 2, resume=True)
 
     def load(name):
         path = root / name / "checkpoints" / "last.pth"
