@@ -7,14 +7,19 @@ import runpy
 from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
-_mains = {}
+_tools = {}
+
+
+def tool_namespace(name):
+    """-> the names tools/<name>.py defines (its main, its parse_args), loaded from its file once."""
+    if name not in _tools:
+        _tools[name] = runpy.run_path(str(TOOLS / f"{name}.py"), run_name=f"mist_tool_{name}")
+    return _tools[name]
 
 
 def tool_main(name):
-    """-> main(argv) of tools/<name>.py, loaded from its file once."""
-    if name not in _mains:
-        _mains[name] = runpy.run_path(str(TOOLS / f"{name}.py"), run_name=f"mist_tool_{name}")["main"]
-    return _mains[name]
+    """-> main(argv) of tools/<name>.py."""
+    return tool_namespace(name)["main"]
 
 
 def run_tool(name, argv):

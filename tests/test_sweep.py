@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
-from tools import sweep
-from run_tool import run_tool
+from engine import sweep
+from run_tool import run_tool, tool_namespace
 
 
 def test_aggregate_hand_computed_and_argument_split():
     mean, std = sweep.aggregate({0: {"a": 0.5, "b": 1.0}, 1: {"a": 0.7}, 2: {"a": 0.9}})
     assert mean == {"a": pytest.approx(0.7)} and std == {"a": pytest.approx(0.2)}  # "b" is not in every seed
-    args = sweep.parse_args(["--cfg", "x.yaml", "--seeds", "0", "1", "STAGE1.EPOCHS", "2", "DEVICE", "cpu"])
+    args = tool_namespace("sweep")["parse_args"](["--cfg", "x.yaml", "--seeds", "0", "1", "STAGE1.EPOCHS", "2", "DEVICE", "cpu"])
     assert args.seeds == [0, 1] and args.opts == ["STAGE1.EPOCHS", "2", "DEVICE", "cpu"] and args.stage == 1
     with pytest.raises(SystemExit):
-        sweep.parse_args(["--seeds", "0", "SEED", "3"])
+        tool_namespace("sweep")["parse_args"](["--seeds", "0", "SEED", "3"])
 
 
 def test_sweep_over_two_seeds(tmp_path, capsys):
