@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from models.c3d import C3D
-from models.weights import CheckpointError, load_weights, read_checkpoint, unwrap_checkpoint
+from models.weights import CheckpointError, load_weights, read_state_dict
 from utils.errors import InputError
 
 
@@ -42,7 +42,7 @@ class C3DFc6(nn.Module):
 
 def _fc6_tensors(path):
     """-> (weight, bias) of fc6 in the checkpoint at `path` (plain, `module.` or `backbone.` prefixed)."""
-    state = unwrap_checkpoint(read_checkpoint(path), str(path))
+    state = read_state_dict(path)
     for prefix in ("", "backbone."):
         if f"{prefix}fc6.weight" in state and f"{prefix}fc6.bias" in state:
             return state[f"{prefix}fc6.weight"], state[f"{prefix}fc6.bias"]

@@ -10,7 +10,7 @@ Supported layouts (detected from the keys, `module.` prefixes stripped first; do
                  conv1a/conv2a, which the official loader silently leaves random (§3.5)
   bare_c3d       a bare C3D backbone state dict in our names (`conv1a.weight`, ...)
 Classifier keys (hassony2 `conv3d_0c_1x1`, piergiaj `logits`, C3D `fc6`-`fc8`) are dropped.
-Files are read with torch.load(weights_only=True) only: no pickled code is ever run.
+Files are read by utils/checkpoint.py (torch.load(weights_only=True)): no pickled code is ever run.
 """
 import logging
 import re
@@ -22,7 +22,7 @@ import torch
 from models.c3d import C3D
 from models.i3d import I3D
 from models.mist import MIST
-from utils.checkpoint import torch_load_safely
+from utils.checkpoint import load_checkpoint
 from utils.errors import InputError
 
 log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" logger
@@ -236,12 +236,15 @@ def check_against(expected, converted, report):
     return missing
 
 
-def read_checkpoint(path):
-    """torch.load(path, weights_only=True) on the CPU; CheckpointError (not a bare traceback) if it fails."""
+def read_state_dict(path):
+    """-> flat {key: tensor} of the checkpoint at `path` (its `model` / `state_dict`, no `module.`
+    prefix), read by utils.checkpoint; CheckpointError naming the file if torch cannot read it
+    (truncated, carrying code) or it holds no state dict."""
     try:
-        return torch_load_safely(path)
-    except ValueError as err:  # unpickling refused (the file carries code) or a corrupt file
+        state = load_checkpoint(path)
+    except InputError as err:
         raise CheckpointError(str(err)) from None
+    return unwrap_checkpoint(state, str(path))
 
 
 def load_weights(model, path):
@@ -251,7 +254,7 @@ def load_weights(model, path):
     """
     model = getattr(model, "module", model)  # DataParallel / DistributedDataParallel wrapper
     backbone, bare = model_backbone(model)
-    converted, report = convert_state_dict(read_checkpoint(path), backbone, source=str(path))
+    converted, report = convert_state_dict(read_state_dict(path), backbone, source=str(path))
     if bare:  # a bare backbone takes only the backbone part; SGA / head tensors are reported as ignored
         report.ignored += [report.renamed.get(k, k) for k in converted if not k.startswith("backbone.")]
         converted = OrderedDict((k, v) for k, v in converted.items() if k.startswith("backbone."))
