@@ -6,6 +6,18 @@ ShanghaiTech-I3D (docs/REFERENCE.md §1); YAMLs under configs/ only override.
 """
 from yacs.config import CfgNode as CN
 
+# every list of allowed values is defined by the module that owns the choice (none of them imports configs)
+from datasets.clip_labels import LABEL_MODES, NORMAL_LABELS
+from datasets.features import STORAGES
+from datasets.frames import FRAMES_KINDS
+from datasets.sampling import MODES as SAMPLINGS
+from datasets.specs import DATASETS
+from models.build import BACKBONES, STAGE1_LOSSES
+from models.losses import BAG_SCORES
+from utils.protocol import CHECKPOINT_CHOICES
+from utils.training import COMPILE_MODES, OPTIMIZERS
+from utils.video_scoring import AMP_DTYPES
+
 _C = CN()
 _C.OUTPUT_DIR = "output/run"  # one folder per run: config, logs, metrics, checkpoints, products
 _C.SEED = 0  # seeds python, numpy and torch once (never re-seeded per epoch)
@@ -127,11 +139,22 @@ _C.TEST.TEN_CROP = False  # stage 2: average the scores of 10 crops (4 corners +
 _C.TEST.BATCH_SIZE = 16  # stage 2: clips per forward pass at test time
 _C.TEST.CALIBRATION_FARS = [0.0005, 0.001, 0.01]  # target FARs on normal-video frames: thresholds -> test_<name>_calibration.json
 
-DATASETS = ("shanghaitech", "ucf_crime", "xd_violence", "demo")
-STORAGES = ("memory", "float16", "lazy")
-SAMPLINGS = ("uniform", "random", "isolated")
-BAG_SCORES = ("topk", "subbag_mean")
-BACKBONES = ("i3d", "c3d")
+# key -> its allowed values, checked by validate_cfg in this order (dict registries give their keys)
+CHOICES = {
+    "DATA.DATASET": tuple(DATASETS),
+    "DATA.STORAGE": tuple(STORAGES),
+    "STAGE1.SAMPLING": tuple(SAMPLINGS),
+    "STAGE1.BAG_SCORE": tuple(BAG_SCORES),
+    "STAGE1.METHOD": tuple(STAGE1_LOSSES),
+    "PSEUDO_LABEL.CHECKPOINT": tuple(CHECKPOINT_CHOICES),
+    "MODEL.BACKBONE": tuple(BACKBONES),
+    "STAGE2.OPTIMIZER": tuple(OPTIMIZERS),
+    "STAGE2.LABEL_MODE": tuple(LABEL_MODES),
+    "STAGE2.NORMAL_LABEL": tuple(NORMAL_LABELS),
+    "STAGE2.AMP": tuple(AMP_DTYPES),
+    "STAGE2.COMPILE": tuple(COMPILE_MODES),
+    "DATA.FRAMES_KIND": tuple(FRAMES_KINDS),
+}
 
 
 def get_cfg_defaults():
@@ -145,18 +168,18 @@ def derive_cfg(cfg):
         cfg.STAGE1.TOPK = cfg.STAGE1.PART_LEN
 
 
-def _check_choice(cfg_value, key, choices):
-    if cfg_value not in choices:
-        raise ValueError(f"{key} = {cfg_value!r} is not one of {choices}")
+def _check_choices(cfg, *keys):
+    """ValueError naming the first of `keys` whose value is not one of its CHOICES."""
+    for key in keys:
+        section, name = key.split(".")
+        if cfg[section][name] not in CHOICES[key]:
+            raise ValueError(f"{key} = {cfg[section][name]!r} is not one of {CHOICES[key]}")
 
 
 def validate_cfg(cfg):
     """Raises ValueError naming the key and the accepted values on an inconsistent config."""
-    _check_choice(cfg.DATA.DATASET, "DATA.DATASET", DATASETS)
-    _check_choice(cfg.DATA.STORAGE, "DATA.STORAGE", STORAGES)
-    _check_choice(cfg.STAGE1.SAMPLING, "STAGE1.SAMPLING", SAMPLINGS)
-    _check_choice(cfg.STAGE1.BAG_SCORE, "STAGE1.BAG_SCORE", BAG_SCORES)
-    _check_choice(cfg.STAGE1.METHOD, "STAGE1.METHOD", ("mist", "sultani"))
+    _check_choices(cfg, "DATA.DATASET", "DATA.STORAGE", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE",
+                   "STAGE1.METHOD")
     if not 0.0 <= cfg.DATA.VAL_FRACTION < 1.0:
         raise ValueError(f"DATA.VAL_FRACTION must be in [0, 1), got {cfg.DATA.VAL_FRACTION}")
     s1 = cfg.STAGE1
@@ -178,24 +201,16 @@ def validate_cfg(cfg):
         raise ValueError(f"STAGE2.LR must be positive, got {cfg.STAGE2.LR}")
     if cfg.PSEUDO_LABEL.KERNEL < 1 or cfg.PSEUDO_LABEL.KERNEL % 2 == 0:
         raise ValueError(f"PSEUDO_LABEL.KERNEL must be a positive odd integer, got {cfg.PSEUDO_LABEL.KERNEL}")
-    _check_choice(cfg.PSEUDO_LABEL.CHECKPOINT, "PSEUDO_LABEL.CHECKPOINT", ("last", "best", "best_val"))
+    _check_choices(cfg, "PSEUDO_LABEL.CHECKPOINT")
     if cfg.PSEUDO_LABEL.CHECKPOINT == "best_val" and cfg.DATA.VAL_FRACTION == 0.0:
         raise ValueError("PSEUDO_LABEL.CHECKPOINT best_val needs a validation split: set DATA.VAL_FRACTION > 0")
     _validate_stage2(cfg)
 
 
-COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune")
-
-
 def _validate_stage2(cfg):
     s2 = cfg.STAGE2
-    _check_choice(cfg.MODEL.BACKBONE, "MODEL.BACKBONE", BACKBONES)
-    _check_choice(s2.OPTIMIZER, "STAGE2.OPTIMIZER", ("adam", "sgd"))
-    _check_choice(s2.LABEL_MODE, "STAGE2.LABEL_MODE", ("interp", "interp_official", "max"))
-    _check_choice(s2.NORMAL_LABEL, "STAGE2.NORMAL_LABEL", ("zero", "pseudo"))
-    _check_choice(s2.AMP, "STAGE2.AMP", ("off", "bf16", "fp16"))
-    _check_choice(s2.COMPILE, "STAGE2.COMPILE", COMPILE_MODES)
-    _check_choice(cfg.DATA.FRAMES_KIND, "DATA.FRAMES_KIND", ("auto", "h5", "video"))
+    _check_choices(cfg, "MODEL.BACKBONE", "STAGE2.OPTIMIZER", "STAGE2.LABEL_MODE", "STAGE2.NORMAL_LABEL",
+                   "STAGE2.AMP", "STAGE2.COMPILE", "DATA.FRAMES_KIND")
     for key in ("EPOCHS", "EVAL_PERIOD", "BATCH_SIZE", "CLIP_NUM", "ACCUMULATE"):
         if s2[key] <= 0:
             raise ValueError(f"STAGE2.{key} must be positive, got {s2[key]}")

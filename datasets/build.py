@@ -12,6 +12,7 @@ from datasets.bags import BagSampler
 from datasets.features import open_features
 from datasets.ground_truth import frame_labels, load_mask
 from datasets.segments import SegmentBagSampler
+from datasets.specs import dataset_spec
 from datasets.splits import read_split
 from utils.evaluation import expand_to_frames
 from utils.errors import InputError, NotFoundError
@@ -28,14 +29,12 @@ def load_splits(cfg, need_train=True):
 
 
 def ensure_demo_features(cfg):
-    """The demo writes its generated feature file on first use (DATA.DATASET demo)."""
+    """A dataset whose spec generates its features (the demo) writes DATA.FEATURES on first use."""
     path = Path(cfg.DATA.FEATURES)
-    if cfg.DATA.DATASET == "demo" and not path.exists():
-        from datasets.demo import make_demo_features
+    make_features = dataset_spec(cfg.DATA.DATASET).make_features
+    if make_features is not None and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        data_dir = Path(cfg.DATA.TRAIN_SPLIT).parent
-        # the demo data set is fixed (seed 0): SEED varies the training, not the data
-        summary = make_demo_features(path, data_dir=data_dir, dim=cfg.DATA.FEATURE_DIM, seed=0)
+        summary = make_features(path, data_dir=Path(cfg.DATA.TRAIN_SPLIT).parent, dim=cfg.DATA.FEATURE_DIM)
         logger.info("generated the demo feature set: %s", summary)
 
 

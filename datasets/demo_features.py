@@ -41,7 +41,7 @@ from tqdm import tqdm
 from datasets.features import write_h5_features
 from utils.errors import InputError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mist.demo_features")
 
 CLIP_LEN = 16
 GRID = 4                 # cells per side

@@ -32,9 +32,12 @@ from datasets.feature_sources import (  # noqa: F401  canonical_name is public A
     _H5Source, _ListSource, _check_finite, _l2_normalise, canonical_name)
 from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mist.features")
 
-STORAGES = ("memory", "float16", "lazy")
+# DATA.STORAGE -> dtype of the features held in RAM (None: held nowhere, read from disk per batch)
+STORAGES = {"memory": np.float32, "float16": np.float16, "lazy": None}
+# layout -> reader class (datasets/feature_sources.py), picked from the file's content by _layout
+LAYOUTS = {"h5": _H5Source, "list": _ListSource}
 _SPARSE_READ = 4  # lazy gather: when a video's index span exceeds 4 x the rows wanted, read only those rows
 _SHOWN = 5  # missing names / files listed in an error message before "... and N more"
 
@@ -53,9 +56,9 @@ class FeatureStore:
         self._offsets = np.concatenate([[0], np.cumsum(self._lengths)])  # video i = rows offsets[i]:offsets[i+1]
         self._index = {name: i for i, name in enumerate(self.names)}
         self._data = None
-        if storage != "lazy":
+        if STORAGES[storage] is not None:
             try:
-                self._data = self._load_all(np.float16 if storage == "float16" else np.float32)
+                self._data = self._load_all(STORAGES[storage])
             finally:
                 self.close()
 
@@ -220,7 +223,7 @@ def _batch_ends(lengths, max_rows):
 def _check_args(path, names, storage, crop):
     """Validate open_features arguments -> names as a list of str."""
     if storage not in STORAGES:
-        raise InputError(f"unknown feature storage {storage!r}; use one of {STORAGES}")
+        raise InputError(f"unknown feature storage {storage!r}; use one of {tuple(STORAGES)}")
     if isinstance(crop, bool) or not isinstance(crop, (int, np.integer)) or crop < -1:
         raise InputError(f"crop must be -1 (average the crops) or a crop index >= 0, got {crop!r}")
     names = list(names)
@@ -237,15 +240,20 @@ def _check_args(path, names, storage, crop):
     return names
 
 
-def _open_source(path, names, root, crop):
-    """Pick the layout from the file's content: HDF5 -> official layout, text -> RTFM list."""
+def _layout(path):
+    """-> the LAYOUTS key of a feature file, from its content: HDF5 -> official layout, text -> RTFM list."""
     if h5py.is_hdf5(path):
-        return _H5Source(path, names)
+        return "h5"
     if str(path).lower().endswith((".h5", ".hdf5")):
         raise InputError(f"{path} is not a valid HDF5 file (truncated download?)")
     if str(path).lower().endswith(".npy"):
         raise InputError(f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video")
-    return _ListSource(path, names, root, crop)
+    return "list"
+
+
+def _open_source(path, names, root, crop):
+    """The reader of the file's layout over `names`."""
+    return LAYOUTS[_layout(path)](path, names, root, crop)
 
 
 def _lengths_and_dim(source, names, dim, crop, path):

@@ -275,13 +275,17 @@ class VideoFrameSource(FrameSource):
         pass
 
 
+# DATA.FRAMES_KIND: "auto" picks "h5" for an HDF5 file, "video" otherwise
+FRAMES_KINDS = ("auto", "h5", "video")
+
+
 def open_frames(path, kind="auto", names=None, root=None, segment_len=SEGMENT_LEN, verify_count=False):
     """-> FrameSource over a frames h5 (kind "h5") or a video folder / list file / video (kind "video").
 
     kind "auto" picks "h5" when h5py.is_hdf5(path). names: restrict to these videos (MissingKeyError if any is
     missing). root: base of relative paths in a video list. verify_count: count video frames by decoding.
     """
-    if kind not in ("auto", "h5", "video"):
+    if kind not in FRAMES_KINDS:
         raise InputError(f"open_frames: kind={kind!r}; use 'auto', 'h5' or 'video'")
     if not isinstance(path, (list, tuple)) and not Path(path).exists():
         raise NotFoundError(f"frames source {str(path)!r} does not exist (a frames h5, a video folder or a "

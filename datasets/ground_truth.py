@@ -1,10 +1,11 @@
 """Per-frame 0/1 ground truth of test videos, built as the official evaluation builds it (docs/REFERENCE.md §4.6).
 
-- shanghaitech / demo: abnormal video -> `mask_dir/<name>.npy` (uint8 0/1, one entry per frame);
+Formats (GROUND_TRUTHS keys; each dataset's spec in datasets/specs.py names its own):
+- masks (shanghaitech / demo): abnormal video -> `mask_dir/<name>.npy` (uint8 0/1, one entry per frame);
   normal video -> zeros(n_frames), n_frames from the test txt (`name,label,frames`).
-- ucf_crime: `Temporal_Anomaly_Annotation_New.txt`; zeros(frames) with [s1, e1) and [s2, e2) set to 1,
+- ucf_annotation (ucf_crime): `Temporal_Anomaly_Annotation_New.txt`; zeros(frames) with [s1, e1) and [s2, e2) set to 1,
   end exclusive and clipped to the video (5 official rows end past `frames`); -1 = no segment.
-- xd_violence: `test_gt_intervals.json` = {video: {"frames": N, "segments": [[start, end), ...]}}.
+- xd_intervals (xd_violence): `test_gt_intervals.json` = {video: {"frames": N, "segments": [[start, end), ...]}}.
 
 The full-length GT is returned; `utils.evaluation.expand_to_frames` truncates it to whole clips.
 """
@@ -14,26 +15,35 @@ import re
 
 import numpy as np
 
-from datasets.splits import DATASETS
+from datasets.specs import dataset_spec
 from utils.errors import InputError, MissingKeyError, NotFoundError
 from utils.npy_files import load_npy
 
 
 def frame_labels(videos, dataset, mask_dir=None, annotation=None):
-    """videos: list[Video] -> {name: uint8 (n_frames,) 0/1}.
+    """videos: list[Video] -> {name: uint8 (n_frames,) 0/1}, read as the dataset's spec says.
 
     mask_dir: folder of `<name>.npy` masks (shanghaitech/demo). annotation: the UCF temporal annotation txt
     or the XD `test_gt_intervals.json`.
     """
-    if dataset not in DATASETS:
-        raise InputError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
-    if dataset in ('shanghaitech', 'demo'):
-        return {v.name: _sht_labels(v, mask_dir) for v in videos}
-    if annotation is None:
-        raise InputError(f"{dataset} ground truth needs annotation= (data/ucf_crime/"
-                         f"Temporal_Anomaly_Annotation_New.txt or data/xd_violence/test_gt_intervals.json)")
-    table = _read_ucf_annotation(annotation) if dataset == 'ucf_crime' else _read_xd_intervals(annotation)
-    return {v.name: _interval_labels(v, table, annotation) for v in videos}
+    spec = dataset_spec(dataset)
+    return GROUND_TRUTHS[spec.ground_truth](videos, dataset, mask_dir, annotation)
+
+
+def _mask_truth(videos, dataset, mask_dir, annotation):
+    """Per-video frame masks of the abnormal videos, zeros for the normal ones."""
+    return {v.name: _sht_labels(v, mask_dir) for v in videos}
+
+
+def _interval_truth(read_table):
+    """-> a reader of (frames, [start, end) intervals) tables, one row per video, from `annotation`."""
+    def read(videos, dataset, mask_dir, annotation):
+        if annotation is None:
+            raise InputError(f"{dataset} ground truth needs annotation= (data/ucf_crime/"
+                             f"Temporal_Anomaly_Annotation_New.txt or data/xd_violence/test_gt_intervals.json)")
+        table = read_table(annotation)
+        return {v.name: _interval_labels(v, table, annotation) for v in videos}
+    return read
 
 
 def _sht_labels(video, mask_dir):
@@ -130,3 +140,8 @@ def intervals_to_mask(n_frames, segments):
     np.add.at(edges, seg[:, 0], 1)
     np.add.at(edges, seg[:, 1], -1)
     return (np.cumsum(edges)[:n_frames] > 0).astype(np.uint8)
+
+
+# DatasetSpec.ground_truth -> (videos, dataset, mask_dir, annotation) -> {name: uint8 (n_frames,)}
+GROUND_TRUTHS = {"masks": _mask_truth, "ucf_annotation": _interval_truth(_read_ucf_annotation),
+                 "xd_intervals": _interval_truth(_read_xd_intervals)}

@@ -34,7 +34,7 @@ def sparse_continuous_sample(num_clips, part_num, part_len, mode, rng):
     rng: np.random.Generator.
     """
     if mode not in MODES:
-        raise InputError(f"unknown sampling mode {mode!r}; use one of {MODES} (STAGE1.SAMPLING)")
+        raise InputError(f"unknown sampling mode {mode!r}; use one of {MODES}")
     if num_clips < 1:
         raise InputError(f"cannot sample a video with {num_clips} clips; every video needs at least one clip")
     if mode == "isolated":

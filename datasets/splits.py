@@ -15,9 +15,8 @@ Every video is returned once, in file order, with a canonical name (no extension
 import os
 import re
 from dataclasses import dataclass
+from datasets.specs import dataset_spec
 from utils.errors import InputError, NotFoundError
-
-DATASETS = ('shanghaitech', 'ucf_crime', 'xd_violence', 'demo')
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ def read_split(path, dataset, cfg_key=None):
 
     cfg_key names the config key the path came from, for the error messages (DATA.TRAIN_SPLIT/TEST_SPLIT).
     """
-    _check_dataset(dataset)
+    dataset_spec(dataset)
     key = cfg_key or 'DATA.TRAIN_SPLIT / DATA.TEST_SPLIT'
     if not os.path.isfile(path):
         raise NotFoundError(f"split file '{path}' does not exist: set {key} to an existing split "
@@ -65,11 +64,6 @@ def read_split(path, dataset, cfg_key=None):
     rows = [_parse_line(path, i, ln, fmt) for i, ln in lines]
     videos = _group_crops(path, rows) if fmt == 'feature_list' else _check_unique(path, rows)
     return [_make_video(row, fmt, dataset, path) for row in videos]
-
-
-def _check_dataset(dataset):
-    if dataset not in DATASETS:
-        raise InputError(f"unknown dataset '{dataset}': expected one of {DATASETS} (config DATA.DATASET)")
 
 
 def _detect_format(path, first):
@@ -127,29 +121,10 @@ def _make_video(row, fmt, dataset, path):
 
 
 def _label_from_name(name, dataset, where):
-    """Label of a video listed without one (feature lists, UCF paths), by each benchmark's naming rule."""
-    if dataset == 'ucf_crime':
-        return int('Normal' not in name)
-    if dataset == 'xd_violence':
-        if '_label_' not in name:
-            raise InputError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, so its "
-                             f"label is unknown; use the official rgb.list / rgb_test.list names")
-        return int(name.rsplit('_label_', 1)[1] != 'A')
-    # SHT: the weakly-supervised split takes its abnormal videos from the original test set, whose names
-    # have a 4-digit second part (01_0014); the original training set (all normal) has 3 digits (01_002).
-    m = re.fullmatch(r'\d+_(\d{3,4})', name)
-    if m is None:
-        raise InputError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech names look "
-                         f"like 01_0014 = abnormal, 01_002 = normal); use a `name,label` split file instead")
-    return int(len(m.group(1)) == 4)
+    """Label of a video listed without one (feature lists, UCF paths), by the dataset's naming rule."""
+    return dataset_spec(dataset).label_from_name(name, where)
 
 
 def _category(name, label, dataset):
     """'Normal', the anomaly class, or '' where the dataset does not name it (SHT/demo)."""
-    if label == 0:
-        return 'Normal'
-    if dataset == 'ucf_crime':  # official eval_each_part rule (docs/REFERENCE.md §4.4): Abuse028_x264 -> Abuse
-        return name.split('_')[0][:-3]
-    if dataset == 'xd_violence':  # primary (first) label code: ..._label_B2-G-0 -> B2
-        return name.rsplit('_label_', 1)[1].split('-')[0]
-    return ''
+    return 'Normal' if label == 0 else dataset_spec(dataset).category(name)

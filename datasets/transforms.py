@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.specs import dataset_spec
 from utils.errors import InputError
 
 
@@ -29,13 +30,14 @@ class _Spec:
     mean: tuple  # per output channel, in output colour order
     std: float
     gray_p: float  # probability of the random grayscale
+    test_crop: bool  # the test clip is centre-cropped to `crop` after the resize
 
 
 SPECS = {
-    "i3d": _Spec(True, (256, 340), 224, (128.0, 128.0, 128.0), 128.0, 0.0),
-    "c3d": _Spec(False, (128, 171), 112, (90.25, 97.66, 101.41), 1.0, 0.1),  # Sports-1M mean, B, G, R
+    "i3d": _Spec(True, (256, 340), 224, (128.0, 128.0, 128.0), 128.0, 0.0, False),
+    # Sports-1M mean, in B, G, R order
+    "c3d": _Spec(False, (128, 171), 112, (90.25, 97.66, 101.41), 1.0, 0.1, True),
 }
-I3D_TEST_RESIZE = {"shanghaitech": (240, 320)}  # every other dataset: the training resize 256x340
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class CropParams:
 
 def _spec(backbone, size):
     if backbone not in SPECS:
-        raise InputError(f"unknown backbone {backbone!r} (MODEL.BACKBONE); use one of {tuple(SPECS)}")
+        raise InputError(f"unknown backbone {backbone!r}; use one of {tuple(SPECS)}")
     if size is None:
         return SPECS[backbone].resize, SPECS[backbone].crop
     (height, width), crop = size
@@ -282,9 +284,10 @@ class TestTransform:
     def __init__(self, backbone, dataset, ten_crop=False, size=None, normalise=True):
         self.resize, self.crop = _spec(backbone, size)
         self.backbone, self.spec = backbone, SPECS[backbone]
-        if backbone == "i3d" and size is None:
-            self.resize = I3D_TEST_RESIZE.get(dataset, self.resize)
-        self.centre_crop = backbone == "c3d"
+        # I3D tests at 240x320 on ShanghaiTech (datasets/specs.py), at the training resize elsewhere
+        if size is None:
+            self.resize = dataset_spec(dataset).test_resize.get(backbone, self.resize)
+        self.centre_crop = self.spec.test_crop
         self.ten_crop = ten_crop
         self.normalise = normalise  # False: uint8 out, datasets.transforms.normalise on the model's device
 

@@ -1,12 +1,14 @@
 """cfg -> models: the one place that turns config keys into constructor arguments.
 
-Each choice is one entry in a plain dict here (STAGE1_LOSSES): adding one = a builder + an entry.
+Each choice is one entry in a plain dict (STAGE1_LOSSES here; BACKBONES, the backbone classes, in
+models/mist.py, which builds MIST(backbone=name)): adding one = a builder + an entry.
 """
 from functools import partial
 
 from models.losses import mil_ranking_loss
 from models.mil_generator import MILGenerator
-from models.mist import MIST
+# MODEL.BACKBONE -> backbone class (width=...); owned by models/mist.py, which looks the name up
+from models.mist import BACKBONES, MIST
 from models.sultani import sultani_loss
 from utils.registry import choose
 
@@ -18,7 +20,8 @@ def build_generator(cfg):
 
 
 def build_model(cfg):
-    """The stage-2 MIST encoder named by MODEL.BACKBONE (i3d | c3d), randomly initialised."""
+    """The stage-2 MIST encoder named by MODEL.BACKBONE (a BACKBONES key), randomly initialised."""
+    choose(BACKBONES, "MODEL.BACKBONE", cfg.MODEL.BACKBONE)
     return MIST(backbone=cfg.MODEL.BACKBONE, expand_k=cfg.MODEL.EXPAND_K, dropout=cfg.MODEL.DROPOUT,
                 width=cfg.MODEL.WIDTH, use_sga=cfg.MODEL.SGA)
 

@@ -2,7 +2,21 @@
 import torch
 from utils.errors import InputError
 
-BAG_SCORES = ("topk", "subbag_mean")
+
+def _topk_mean(scores, topk, part_len):
+    """Official code: mean of the top-k clip scores over all N sampled clips (sub-bags ignored)."""
+    return scores.topk(topk, dim=1).values.mean(dim=1)
+
+
+def _max_subbag_mean(scores, topk, part_len):
+    """Paper Eq. 1 and 6: max over the N/T sub-bags of each sub-bag's mean score."""
+    if not part_len or scores.shape[1] % part_len:
+        raise InputError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
+    return scores.unflatten(1, (-1, part_len)).mean(dim=2).amax(dim=1)
+
+
+# bag_score -> (scores (B, N), topk, part_len) -> (B,) bag scores
+BAG_SCORES = {"topk": _topk_mean, "subbag_mean": _max_subbag_mean}
 
 
 def bag_scores(scores, topk, bag_score="topk", part_len=None):
@@ -11,13 +25,9 @@ def bag_scores(scores, topk, bag_score="topk", part_len=None):
     'topk': mean of the top-k clip scores over all N sampled clips (official code; sub-bags ignored).
     'subbag_mean': max over the N/T sub-bags of each sub-bag's mean score (paper Eq. 1 and 6).
     """
-    if bag_score == "topk":
-        return scores.topk(topk, dim=1).values.mean(dim=1)
-    if bag_score == "subbag_mean":
-        if not part_len or scores.shape[1] % part_len:
-            raise InputError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
-        return scores.unflatten(1, (-1, part_len)).mean(dim=2).amax(dim=1)
-    raise InputError(f"unknown bag_score {bag_score!r}; use one of {BAG_SCORES} (STAGE1.BAG_SCORE)")
+    if bag_score not in BAG_SCORES:
+        raise InputError(f"unknown bag_score {bag_score!r}; use one of {tuple(BAG_SCORES)}")
+    return BAG_SCORES[bag_score](scores, topk, part_len)
 
 
 def mil_ranking_loss(normal_scores, abnormal_scores, topk, lambda_sparse, lambda_smooth,

@@ -94,6 +94,10 @@ def val_record(val, best):
             "best_val_epoch": best["val_epoch"]}
 
 
+# PSEUDO_LABEL.CHECKPOINT: the final, the test-selected or the validation-selected checkpoint
+CHECKPOINT_CHOICES = ("last", "best", "best_val")
+
+
 def selection_table(output_dir, best):
     """-> {"last", "best", "best_val"}: the TEST metrics (TEST_KEYS + epoch) of the final evaluation, of the
     test-selected checkpoint (as the paper) and of the validation-selected one (None without a val split),
@@ -113,7 +117,7 @@ def selection_table(output_dir, best):
 def log_selection(table, logger_=logger):
     """One line: test AUC (and AP) of last / best (test-selected) / best_val."""
     parts = []
-    for name in ("last", "best", "best_val"):
+    for name in CHECKPOINT_CHOICES:
         row = table.get(name)
         if row is not None:
             parts.append(f"{name} (epoch {row['epoch']}) AUC {row['auc']:.4f} AP {row['ap']:.4f}")

@@ -5,6 +5,20 @@ import torch
 from torch import nn
 
 
+def _adam(params, s2):
+    return torch.optim.Adam(params, lr=s2.LR, weight_decay=s2.WEIGHT_DECAY)
+
+
+def _nesterov_sgd(params, s2):
+    return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True, weight_decay=s2.WEIGHT_DECAY)
+
+
+# STAGE2.OPTIMIZER -> (parameters or groups, cfg.STAGE2) -> torch optimizer
+OPTIMIZERS = {"adam": _adam, "sgd": _nesterov_sgd}
+# STAGE2.COMPILE: "" = not compiled, else a torch.compile mode
+COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune")
+
+
 def build_optimizer(cfg, model):
     """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient (docs/REFERENCE.md §3.8)."""
     s2 = cfg.STAGE2
@@ -13,9 +27,7 @@ def build_optimizer(cfg, model):
         named = list(model.named_parameters())
         params = [{"params": [p for n, p in named if "weight" in n]},
                   {"params": [p for n, p in named if "weight" not in n], "weight_decay": 0.0}]
-    if s2.OPTIMIZER == "sgd":
-        return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True, weight_decay=s2.WEIGHT_DECAY)
-    return torch.optim.Adam(params, lr=s2.LR, weight_decay=s2.WEIGHT_DECAY)
+    return OPTIMIZERS[s2.OPTIMIZER](params, s2)
 
 
 def maybe_compile(module, mode):

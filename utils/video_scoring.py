@@ -37,9 +37,13 @@ def worker_segments(frames, names, batch):
             yield v, start, segment_frames
 
 
+# STAGE2.AMP -> torch.autocast dtype (None: full precision)
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def autocast(device, amp):
     """torch.autocast for STAGE2.AMP 'bf16' | 'fp16' | 'off'."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    dtype = AMP_DTYPES.get(amp)
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
