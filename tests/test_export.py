@@ -1,4 +1,4 @@
-"""tools/export.py: ONNX / TorchScript exports of MIST (I3D, C3D) and the stage-1 generator match PyTorch,
+"""tools/export.py (engine/export.py): ONNX / TorchScript exports of MIST (I3D, C3D) and the stage-1 generator match PyTorch,
 and tools/infer.py gives the same scores with an exported model as with the checkpoint."""
 import json
 from pathlib import Path
@@ -9,7 +9,7 @@ import torch
 
 from models.mil_generator import MILGenerator
 from models.mist import MIST
-from tools import export as export_tool
+from engine import export
 from utils.config import load_cfg
 from utils.errors import UserError
 from run_tool import run_tool
@@ -60,7 +60,7 @@ def test_stage1_generator_export_matches_pytorch(tmp_path):
     cfg = load_cfg(None, ["DATA.FEATURE_DIM", "24"])
     generator = MILGenerator(24).eval()
     torch.save({"kind": "stage1", "model": generator.state_dict(), "cfg": cfg.dump()}, tmp_path / "last.pth")
-    meta = export_tool.export(tmp_path / "last.pth", tmp_path / "gen", cfg, formats=["torchscript"])
+    meta = export.export(tmp_path / "last.pth", tmp_path / "gen", cfg, formats=["torchscript"])
     assert meta["kind"] == "stage1" and meta["input"]["shape"] == ["N", 24] and meta["parity"]["torchscript"]["checked"]
     x = torch.randn(7, 24)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_stage1_generator_export_matches_pytorch(tmp_path):
 
 def test_parity_failure_writes_nothing(tmp_path, monkeypatch):
     path, _, cfg = _checkpoint(tmp_path, "c3d")
-    monkeypatch.setattr(export_tool, "run_torchscript", lambda p, x: [np.full((3,), 2.0), np.zeros((3, 2))])
+    monkeypatch.setattr(export, "run_torchscript", lambda p, x: [np.full((3,), 2.0), np.zeros((3, 2))])
     assert run_tool("export", [str(path), str(tmp_path / "bad"), "--formats", "torchscript", *_opts("c3d")]) == 1
     assert not list(tmp_path.glob("bad*"))
     with pytest.raises(UserError, match="comma-separated subset"):
@@ -81,7 +81,7 @@ def test_infer_runs_the_exported_models_like_the_checkpoint(tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     path, _, cfg = _checkpoint(tmp_path, "c3d")
-    export_tool.export(path, tmp_path / "mist", cfg)
+    export.export(path, tmp_path / "mist", cfg)
     results = {}
     for name, model in (("pth", path), ("onnx", tmp_path / "mist.onnx"), ("ts", tmp_path / "mist.pt")):
         extra = _opts("c3d") if name == "pth" else []  # exports carry their transform in mist.json

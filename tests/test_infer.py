@@ -1,4 +1,4 @@
-"""tools/infer.py: the alarm state machine by hand, the reader thread, and online scoring of the shipped video."""
+"""tools/infer.py, engine/infer.py: the alarm state machine by hand, the reader thread, and online scoring of the shipped video."""
 import json
 import os
 import signal
@@ -16,7 +16,7 @@ import torch
 from datasets.frames import open_frames
 from datasets.transforms import TestTransform, normalise
 from models.mist import MIST
-from tools import infer
+from engine import infer
 from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
 from utils.stream import FrameReader, source_kind, source_name
 from utils.video_scoring import score_videos_on_frames
