@@ -12,7 +12,7 @@ from datasets.transforms import TestTransform
 from models.build import build_model
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
 from tests.stage2_fixtures import make_tiny_videos, tiny_stage2_opts
-from tools import visualize
+from engine import visualize
 from utils.checkpoint import save_checkpoint
 from utils.config import load_cfg
 from utils.evaluation import evaluate
@@ -73,7 +73,7 @@ def test_helpers_choose_videos_and_runs(stage1_run):
     with pytest.raises(UserError, match="not in the test split"):
         visualize.choose_videos(videos, ["nope"], 4)
     with pytest.raises(UserError, match="VIDEO:SEGMENT"):
-        visualize._parse_clip("te_0001")
+        visualize.parse_clip("te_0001")
 
 
 @pytest.mark.parametrize("backbone", ["i3d", "c3d"])
