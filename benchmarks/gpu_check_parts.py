@@ -289,7 +289,8 @@ def child_test(ctx):
     import numpy as np
     import torch
 
-    from tools import test as test_tool
+    from engine import evaluate
+    from utils.config import load_cfg
     gpu = [("cuda fp32", ctx.device, "off", False), ("cuda tf32", ctx.device, "off", True),
            ("cuda bf16", ctx.device, "bf16", True)]
     cpu = [("cpu bf16", "cpu", "bf16", False)]
@@ -298,10 +299,11 @@ def child_test(ctx):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         out = ctx.work / "test" / name.replace(" ", "_")
         start = time.perf_counter()
-        metrics = test_tool.main(["--cfg", CFG, *ctx.data_opts(), "DATA.NUM_WORKERS", workers(ctx),
-                                  "DATA.TEST_SPLIT", str(small_test_split(ctx)), "DEVICE", device,
-                                  "STAGE2.AMP", amp, "TEST.CHECKPOINT", str(test_checkpoint(ctx)),
-                                  "OUTPUT_DIR", str(out)])
+        cfg = load_cfg(CFG, [*ctx.data_opts(), "DATA.NUM_WORKERS", workers(ctx),
+                             "DATA.TEST_SPLIT", str(small_test_split(ctx)), "DEVICE", device,
+                             "STAGE2.AMP", amp, "TEST.CHECKPOINT", str(test_checkpoint(ctx)),
+                             "OUTPUT_DIR", str(out)])
+        metrics = evaluate.test(cfg)
         figures[name] = {"seconds": time.perf_counter() - start, "clips": metrics["n_clips"],
                          "auc": metrics["auc"]}
         scores[name] = dict(np.load(out / "test_last_scores.npz"))
@@ -364,16 +366,17 @@ def child_onnx(ctx):
 
 
 def onnx_parity(ctx, ort, provider):
-    """tools/export.py on resume's checkpoint, then its .onnx under `provider` vs PyTorch."""
+    """engine/export.py on resume's checkpoint, then its .onnx under `provider` vs PyTorch."""
     import numpy as np
     import torch
 
-    from tools import export
+    from engine import export
     from utils.config import load_cfg
     prefix, ckpt = ctx.work / "onnx" / "mist", str(test_checkpoint(ctx))
-    export.main([ckpt, str(prefix), "--cfg", CFG, "--formats", "onnx", *ctx.data_opts()])
+    cfg = load_cfg(CFG, ctx.data_opts())
+    export.export_checkpoint(cfg, ckpt, str(prefix), formats="onnx")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    module, example, *_ = export.prepare(ckpt, load_cfg(CFG, ctx.data_opts()))
+    module, example, *_ = export.prepare(ckpt, cfg)
     x = torch.randn(4, *example.shape[1:], generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         reference = [o.float().cpu().numpy() for o in module.to(ctx.device)(x.to(ctx.device))]

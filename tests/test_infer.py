@@ -112,7 +112,7 @@ def test_reader_blocks_or_drops_the_oldest_frames(drop):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A tiny MIST-C3D checkpoint and the scores tools/test.py's scoring gives the real video's 6 clips."""
+    """A tiny MIST-C3D checkpoint and the scores engine/evaluate.py's scoring gives the real video's 6 clips."""
     path = tmp_path_factory.mktemp("model") / "mist.pth"
     torch.manual_seed(0)
     net = MIST("c3d", expand_k=2, width=0.0625).eval()
