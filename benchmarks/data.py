@@ -58,7 +58,7 @@ from datasets.clips import ClipDataset  # noqa: E402
 from datasets.frames import open_frames  # noqa: E402
 from datasets.splits import Video  # noqa: E402
 from datasets.transforms import TrainTransform  # noqa: E402
-from tools.make_h5 import make_h5  # noqa: E402
+from engine.frames_h5 import make_h5  # noqa: E402
 
 DEFAULT_VIDEO = ROOT / "tests" / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 

@@ -52,7 +52,7 @@ from datasets.splits import read_split  # noqa: E402
 from tools import test as test_tool  # noqa: E402
 from engine import stage2  # noqa: E402
 from engine.fit import Best, payload  # noqa: E402
-from tools.make_h5 import make_h5  # noqa: E402
+from engine.frames_h5 import make_h5  # noqa: E402
 from utils import cli  # noqa: E402
 from utils import distributed as dist  # noqa: E402
 from utils.checkpoint import save_checkpoint  # noqa: E402

@@ -14,7 +14,7 @@ from datasets.features import open_features
 from datasets.frames import open_frames
 from datasets.ground_truth import frame_labels
 from datasets.splits import read_split
-from tools.make_h5 import make_h5
+from engine.frames_h5 import make_h5
 from utils.video import probe_video, read_video_frames
 
 COUNTS = (8, 8, 4, 4)  # train normal, train abnormal, test normal, test abnormal

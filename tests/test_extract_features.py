@@ -17,7 +17,7 @@ from models.i3d import I3D
 from models.mist import MIST
 from models.weights import CheckpointError
 from tests.stage2_fixtures import make_tiny_videos
-from tools import extract_features as ef
+from engine import extract as ef
 from utils import cli
 from utils.config import load_cfg
 from utils.errors import UserError

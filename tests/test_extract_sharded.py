@@ -18,7 +18,7 @@ import torch
 from datasets.frames import open_frames
 from models.i3d import I3D
 from tests.stage2_fixtures import make_tiny_videos
-from tools import extract_features as ef
+from engine import extract as ef
 from utils.config import REPO_ROOT, load_cfg
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # torchrun's default for several processes: the reference's too

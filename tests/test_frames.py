@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from datasets.frames import encode_segment, frame_key, open_frames, parse_frame_key
-from tools import make_h5 as make_h5_tool
-from tools.make_h5 import make_h5
+from engine import frames_h5
+from engine.frames_h5 import make_h5
 from utils import cli
 from utils.video import iter_video_segments, probe_video, read_video_frames
 from run_tool import run_tool, tool_main
@@ -186,7 +186,7 @@ def test_list_file_paths_resolve_against_list_folder_or_root(videos, tmp_path):
 def test_interrupted_run_keeps_finished_videos_and_resumes(videos, tmp_path, monkeypatch):
     """Ctrl-C after the first video: no '<out>', its segments in '<out>.incomplete'; the same call resumes
     (the finished video is not decoded again), other options are refused (kill -9: tests/test_make_h5.py)."""
-    real_encode, calls = make_h5_tool.encode_video, []
+    real_encode, calls = frames_h5.encode_video, []
 
     def encode_then_interrupt(path, **kwargs):
         calls.append(Path(path).stem)
@@ -194,7 +194,7 @@ def test_interrupted_run_keeps_finished_videos_and_resumes(videos, tmp_path, mon
             raise KeyboardInterrupt  # Ctrl-C after the first video was committed
         return real_encode(path, **kwargs)
 
-    monkeypatch.setattr(make_h5_tool, "encode_video", encode_then_interrupt)
+    monkeypatch.setattr(frames_h5, "encode_video", encode_then_interrupt)
     out, paths = tmp_path / "out.h5", [videos["synth"], videos["short"], videos["real"]]
     with pytest.raises(KeyboardInterrupt):
         make_h5(paths, out, progress=False)

@@ -11,7 +11,7 @@ import cv2
 import h5py
 import numpy as np
 
-from tools.make_h5 import make_h5
+from engine.frames_h5 import make_h5
 from utils.config import REPO_ROOT
 
 N_VIDEOS, KILL_AT = 6, "v5"
@@ -20,9 +20,9 @@ N_VIDEOS, KILL_AT = 6, "v5"
 HOOK = f"""
 import os, signal, sys, time
 from pathlib import Path
-from tools import make_h5
+from engine import frames_h5
 
-real_encode = make_h5.encode_video
+real_encode = frames_h5.encode_video
 
 
 def _ppid(pid):
@@ -44,14 +44,16 @@ def encode_video(path, **kwargs):
     return real_encode(path, **kwargs)
 """
 DRIVER = """
+import runpy
 import sys
-from tools import make_h5
+from engine import frames_h5
 from utils import cli
+from utils.config import REPO_ROOT
 import hook
 
 if __name__ == "__main__":  # spawned workers import this module too
-    make_h5.encode_video = hook.encode_video
-    sys.exit(cli.run(make_h5.main))
+    frames_h5.encode_video = hook.encode_video
+    sys.exit(cli.run(runpy.run_path(str(REPO_ROOT / "tools" / "make_h5.py"))["main"]))
 """
 
 

@@ -65,7 +65,7 @@ def test_raw_videos_and_h5_give_the_same_evaluation(tmp_path):
     """A frames h5 made by make_h5 from the video files, or the files themselves (DATA.FRAMES_KIND)."""
     import cv2
 
-    from tools.make_h5 import make_h5
+    from engine.frames_h5 import make_h5
     videos = make_tiny_videos(tmp_path / "data", n_train=2, n_test=1)
     frames = open_frames(videos["frames"])
     paths = []
