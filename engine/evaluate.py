@@ -15,6 +15,7 @@ import torch
 
 from datasets.build import (load_splits, open_frame_source, open_store, test_ground_truth,
                             test_transform)
+from datasets.specs import dataset_spec
 from models.build import build_generator, build_model
 from models.weights import CheckpointError, load_weights
 from utils import distributed as dist
@@ -48,10 +49,11 @@ def stage1_scores(cfg, state, train_cfg, videos, device):
 
 
 def report(metrics, name, logger, dataset=""):
-    """Prints the paper's table line and the per-class table; AP first on XD-Violence (its headline)."""
+    """Prints the paper's table line and the per-class table; the dataset's headline metric first (AP
+    on XD-Violence: datasets/specs.py)."""
     far_nv = metrics["far_normal_videos"]
-    pair = [("AUC", metrics["auc"]), ("AP", metrics["ap"])]
-    (k1, v1), (k2, v2) = pair[::-1] if dataset == "xd_violence" else pair
+    order = dataset_spec(dataset).headline if dataset else ("auc", "ap")
+    (k1, v1), (k2, v2) = [(key.upper(), metrics[key]) for key in order]
     logger.info("%s: %s %.2f%%  %s %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  "
                 "FAR(normal videos) %s  (%d videos, %d clips, %d frames)", name, k1, 100 * v1, k2,
                 100 * v2, 100 * metrics["pr_auc"], 100 * metrics["score_gap"], 100 * metrics["far"],

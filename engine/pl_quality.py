@@ -42,7 +42,6 @@ def resolve_inputs(pl_file, raw=None, masks=None, split=None, dataset="shanghait
     if not masks.is_dir():
         raise NotFoundError(f"mask folder {masks} does not exist: pass --masks DIR (one "
                             "<video>.npy per abnormal video)")
-    dataset = "shanghaitech" if dataset == "demo" else dataset
     return source, (Path(raw) if raw else None), masks, split, dataset
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from datasets.build import load_splits, open_frame_source, test_ground_truth, test_transform
+from datasets.specs import dataset_spec
 from models.loading import load_mist
 from utils.checkpoint import read_checkpoint
 from utils.errors import ExistsError, InputError, NotFoundError
@@ -190,10 +191,10 @@ def parse_clip(spec):
 
 
 def metric_rows(metrics, dataset):
-    """-> [(label, value text)] of the headline metrics; AP first on XD-Violence."""
+    """-> [(label, value text)] of the headline metrics; the dataset's headline first (AP on
+    XD-Violence: datasets/specs.py)."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    rows = [("AUC", pct(metrics["auc"])), ("AP", pct(metrics["ap"]))]
-    rows = rows[::-1] if dataset == "xd_violence" else rows
+    rows = [(key.upper(), pct(metrics[key])) for key in dataset_spec(dataset).headline]
     counts = f"{metrics['n_videos']} / {metrics['n_clips']} / {metrics['n_frames']}"
     rows += [("PR-AUC (trapezoid)", pct(metrics["pr_auc"])),
              ("score gap", pct(metrics["score_gap"])),
@@ -292,7 +293,8 @@ def make_figures(cfg, run_dir, out, scores_file, wanted, max_videos, clips, chec
     images = [("score_curves.png",
                "anomaly scores (blue) and ground-truth anomalies (shaded), cf. paper Fig. 7")]
     titles = {"roc": "frame-level ROC", "pr": "frame-level precision-recall"}
-    for kind in ("pr", "roc") if cfg.DATA.DATASET == "xd_violence" else ("roc", "pr"):
+    # the curve of the dataset's headline metric first
+    for kind in ({"auc": "roc", "ap": "pr"}[key] for key in dataset_spec(cfg.DATA.DATASET).headline):
         plot_curve(out / f"{kind}.png", kind, s, y, metrics)
         images.append((f"{kind}.png", titles[kind]))
     if plot_per_class(out / "per_class_auc.png", metrics):
