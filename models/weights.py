@@ -22,7 +22,7 @@ import torch
 from models.c3d import C3D
 from models.i3d import I3D
 from models.mist import MIST
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import torch_load_safely
 from utils.errors import InputError
 
 log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" logger
@@ -238,10 +238,10 @@ def check_against(expected, converted, report):
 
 def read_state_dict(path):
     """-> flat {key: tensor} of the checkpoint at `path` (its `model` / `state_dict`, no `module.`
-    prefix), read by utils.checkpoint; CheckpointError naming the file if torch cannot read it
-    (truncated, carrying code) or it holds no state dict."""
+    prefix), read by utils.checkpoint (weights only: no config or kind needed); CheckpointError
+    naming the file if torch cannot read it (truncated, carrying code) or it holds no state dict."""
     try:
-        state = load_checkpoint(path)
+        state = torch_load_safely(path)
     except InputError as err:
         raise CheckpointError(str(err)) from None
     return unwrap_checkpoint(state, str(path))
