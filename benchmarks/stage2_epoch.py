@@ -49,7 +49,7 @@ from datasets.build import (load_splits, open_frame_source, stage2_train_dataset
                             stage2_transforms)
 from datasets.demo_videos import make_demo_videos  # noqa: E402
 from datasets.splits import read_split  # noqa: E402
-from tools import test as test_tool  # noqa: E402
+from engine import evaluate  # noqa: E402
 from engine import stage2  # noqa: E402
 from engine.fit import Best, payload  # noqa: E402
 from engine.frames_h5 import make_h5  # noqa: E402
@@ -189,8 +189,8 @@ def test_row(opts, trainer, folder):
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    result = test_tool.main(["--cfg", str(CFG), "OUTPUT_DIR", str(folder / f"test_{amp}"),
-                             "TEST.CHECKPOINT", str(ckpt)] + opts)
+    result = evaluate.test(load_cfg(CFG, ["OUTPUT_DIR", str(folder / f"test_{amp}"),
+                                          "TEST.CHECKPOINT", str(ckpt)] + opts))
     seconds = time.perf_counter() - start
     return {"checkpoint": str(ckpt), "test_clips": result["n_clips"], "test_seconds": seconds,
             "test_clips_per_s": result["n_clips"] / seconds,

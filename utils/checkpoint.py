@@ -52,9 +52,6 @@ def load_checkpoint(path, expect_kind=None):
 
     Raises FileNotFoundError / ValueError naming the file and what it holds instead.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise NotFoundError(f"checkpoint {path} does not exist (set TEST.CHECKPOINT to a .pth from a run's checkpoints/)")
     state = torch_load_safely(path)
     if expect_kind is not None and (not isinstance(state, dict) or state.get("kind") != expect_kind):
         found = state.get("kind", "a file without a 'kind' entry") if isinstance(state, dict) else type(state).__name__
