@@ -6,7 +6,7 @@ ShanghaiTech-I3D (docs/REFERENCE.md §1); YAMLs under configs/ only override.
 """
 from yacs.config import CfgNode as CN
 
-# every list of allowed values is defined by the module that owns the choice (none of them imports configs)
+# every list of allowed values is defined by the module that owns the choice (none imports configs)
 from datasets.clip_labels import LABEL_MODES, NORMAL_LABELS
 from datasets.features import STORAGES
 from datasets.frames import FRAMES_KINDS
@@ -209,8 +209,8 @@ def validate_cfg(cfg):
 
 def _validate_stage2(cfg):
     s2 = cfg.STAGE2
-    _check_choices(cfg, "MODEL.BACKBONE", "STAGE2.OPTIMIZER", "STAGE2.LABEL_MODE", "STAGE2.NORMAL_LABEL",
-                   "STAGE2.AMP", "STAGE2.COMPILE", "DATA.FRAMES_KIND")
+    _check_choices(cfg, "MODEL.BACKBONE", "STAGE2.OPTIMIZER", "STAGE2.LABEL_MODE",
+                   "STAGE2.NORMAL_LABEL", "STAGE2.AMP", "STAGE2.COMPILE", "DATA.FRAMES_KIND")
     for key in ("EPOCHS", "EVAL_PERIOD", "BATCH_SIZE", "CLIP_NUM", "ACCUMULATE"):
         if s2[key] <= 0:
             raise ValueError(f"STAGE2.{key} must be positive, got {s2[key]}")

@@ -34,7 +34,8 @@ def ensure_demo_features(cfg):
     make_features = dataset_spec(cfg.DATA.DATASET).make_features
     if make_features is not None and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        summary = make_features(path, data_dir=Path(cfg.DATA.TRAIN_SPLIT).parent, dim=cfg.DATA.FEATURE_DIM)
+        data_dir = Path(cfg.DATA.TRAIN_SPLIT).parent
+        summary = make_features(path, data_dir=data_dir, dim=cfg.DATA.FEATURE_DIM)
         logger.info("generated the demo feature set: %s", summary)
 
 
@@ -115,13 +116,15 @@ def train_masks(cfg, videos):
 def _mist_sampler(cfg, store, normal, abnormal, rng):
     """MIST sub-bags: PART_NUM sub-bags of PART_LEN clips per video (datasets/bags.py)."""
     s1 = cfg.STAGE1
-    return BagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN, s1.SAMPLING, rng)
+    return BagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN,
+                      s1.SAMPLING, rng)
 
 
 def _sultani_sampler(cfg, store, normal, abnormal, rng):
     """Sultani's bags: PART_NUM mean-pooled segments per video (datasets/segments.py)."""
     s1 = cfg.STAGE1
-    return SegmentBagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng, cfg.DATA.L2_NORM)
+    return SegmentBagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng,
+                             cfg.DATA.L2_NORM)
 
 
 # STAGE1.METHOD -> (cfg, store, normal names, abnormal names, rng) -> sampler with iter_rows(dedup)
@@ -132,7 +135,8 @@ def build_stage1_sampler(cfg, store, videos, rng):
     """The stage-1 bag sampler of STAGE1.METHOD over `videos` (label 0 normal, 1 abnormal)."""
     normal = [v.name for v in videos if v.label == 0]
     abnormal = [v.name for v in videos if v.label == 1]
-    return choose(STAGE1_SAMPLERS, "STAGE1.METHOD", cfg.STAGE1.METHOD)(cfg, store, normal, abnormal, rng)
+    build = choose(STAGE1_SAMPLERS, "STAGE1.METHOD", cfg.STAGE1.METHOD)
+    return build(cfg, store, normal, abnormal, rng)
 
 
 def check_test_coverage(cfg, store, videos, labels):

@@ -112,7 +112,7 @@ class _H5Source:
     """Official layout: dataset '<video>.npy' (n_clips, D) per video in one h5 file."""
 
     def __init__(self, path, names, root=None, crop=-1):
-        """root, crop: unused (accepted as by every layout); an h5 dataset's crop axis is reduced on read."""
+        """root, crop: unused (every layout takes them); a crop axis is reduced on read."""
         self.path = str(path)
         self.file = h5py.File(self.path, "r")
         keys = list(self.file.keys())

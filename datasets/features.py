@@ -241,7 +241,7 @@ def _check_args(path, names, storage, crop):
 
 
 def _layout(path):
-    """-> the LAYOUTS key of a feature file, from its content: HDF5 -> official layout, text -> RTFM list."""
+    """-> the LAYOUTS key of a feature file, from its content: HDF5 -> "h5", text -> "list"."""
     if h5py.is_hdf5(path):
         return "h5"
     if str(path).lower().endswith((".h5", ".hdf5")):

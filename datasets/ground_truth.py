@@ -1,11 +1,13 @@
 """Per-frame 0/1 ground truth of test videos, built as the official evaluation builds it (docs/REFERENCE.md §4.6).
 
 Formats (GROUND_TRUTHS keys; each dataset's spec in datasets/specs.py names its own):
-- masks (shanghaitech / demo): abnormal video -> `mask_dir/<name>.npy` (uint8 0/1, one entry per frame);
+- masks (shanghaitech / demo): abnormal video -> `mask_dir/<name>.npy` (uint8 0/1, one per frame);
   normal video -> zeros(n_frames), n_frames from the test txt (`name,label,frames`).
-- ucf_annotation (ucf_crime): `Temporal_Anomaly_Annotation_New.txt`; zeros(frames) with [s1, e1) and [s2, e2) set to 1,
-  end exclusive and clipped to the video (5 official rows end past `frames`); -1 = no segment.
-- xd_intervals (xd_violence): `test_gt_intervals.json` = {video: {"frames": N, "segments": [[start, end), ...]}}.
+- ucf_annotation (ucf_crime): `Temporal_Anomaly_Annotation_New.txt`; zeros(frames) with [s1, e1)
+  and [s2, e2) set to 1, end exclusive and clipped to the video (5 official rows end past
+  `frames`); -1 = no segment.
+- xd_intervals (xd_violence): `test_gt_intervals.json` = {video: {"frames": N, "segments":
+  [[start, end), ...]}}.
 
 The full-length GT is returned; `utils.evaluation.expand_to_frames` truncates it to whole clips.
 """
@@ -36,11 +38,12 @@ def _mask_truth(videos, dataset, mask_dir, annotation):
 
 
 def _interval_truth(read_table):
-    """-> a reader of (frames, [start, end) intervals) tables, one row per video, from `annotation`."""
+    """-> a ground-truth reader of `annotation` tables {video: (frames, [(start, end), ...])}."""
     def read(videos, dataset, mask_dir, annotation):
         if annotation is None:
             raise InputError(f"{dataset} ground truth needs annotation= (data/ucf_crime/"
-                             f"Temporal_Anomaly_Annotation_New.txt or data/xd_violence/test_gt_intervals.json)")
+                             "Temporal_Anomaly_Annotation_New.txt or "
+                             "data/xd_violence/test_gt_intervals.json)")
         table = read_table(annotation)
         return {v.name: _interval_labels(v, table, annotation) for v in videos}
     return read

@@ -61,6 +61,6 @@ class SegmentBagSampler:
 
     def iter_rows(self, dedup=False):
         """Yields (rows float32 (2B, S, D), None) per batch: normal bags first, then abnormal, as
-        BagSampler.iter_rows; segments are distinct pooled rows, so `dedup` has nothing to remove."""
+        BagSampler.iter_rows; pooled segments are distinct rows, so `dedup` has nothing to do."""
         for normal, abnormal in self:
             yield np.concatenate([normal, abnormal]), None

@@ -1,10 +1,11 @@
 """One home per dataset: what ShanghaiTech, UCF-Crime, XD-Violence and the demo do differently.
 
 Split reading (datasets/splits.py), ground truth (datasets/ground_truth.py), the test transform
-(datasets/transforms.py), the feature set a demo generates (datasets/build.py) and the metric order of
-reports look the dataset up here (`dataset_spec(DATA.DATASET)`) instead of testing its name.
-Adding a dataset = one DatasetSpec entry in DATASETS + configs/<name>/*.yaml + data/<name>/ (its splits
-and annotations). This module imports no other dataset module, so all of them can import it.
+(datasets/transforms.py), the feature set a demo generates (datasets/build.py) and the metric
+order of reports (engine/evaluate.py, engine/visualize.py) look the dataset up here
+(`dataset_spec(DATA.DATASET)`) instead of testing its name.
+Adding a dataset = one DatasetSpec entry in DATASETS + configs/<name>/*.yaml + data/<name>/ (its
+splits and annotations). This module imports no other dataset module, so all of them can import it.
 """
 import re
 from dataclasses import dataclass, field
@@ -32,13 +33,14 @@ class DatasetSpec:
 
 
 def _sht_label(name, where):
-    # the weakly-supervised split takes its abnormal videos from the original test set, whose names
-    # have a 4-digit second part (01_0014); the original training set (all normal) has 3 digits (01_002)
+    # the weakly-supervised split takes its abnormal videos from the original test set, whose
+    # names have a 4-digit second part (01_0014); the original training set (all normal) has 3
+    # digits (01_002)
     m = re.fullmatch(r'\d+_(\d{3,4})', name)
     if m is None:
-        raise InputError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech names "
-                         "look like 01_0014 = abnormal, 01_002 = normal); use a `name,label` split file "
-                         "instead")
+        raise InputError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech "
+                         "names look like 01_0014 = abnormal, 01_002 = normal); use a `name,label` "
+                         "split file instead")
     return int(len(m.group(1)) == 4)
 
 
@@ -53,8 +55,8 @@ def _ucf_category(name):
 
 def _xd_label(name, where):
     if '_label_' not in name:
-        raise InputError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, so its "
-                         "label is unknown; use the official rgb.list / rgb_test.list names")
+        raise InputError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, "
+                         "so its label is unknown; use the official rgb.list / rgb_test.list names")
     return int(name.rsplit('_label_', 1)[1] != 'A')
 
 
@@ -68,7 +70,7 @@ def _unnamed(name):
 
 
 def _make_demo_features(path, data_dir, dim):
-    """The demo's generated feature set (datasets/demo.py) at `path`, from the splits in data_dir."""
+    """The demo's generated feature set (datasets/demo.py) at `path`, from data_dir's splits."""
     from datasets.demo import make_demo_features
 
     # the demo data set is fixed (seed 0): SEED varies the training, not the data

@@ -121,7 +121,7 @@ def _make_video(row, fmt, dataset, path):
 
 
 def _label_from_name(name, dataset, where):
-    """Label of a video listed without one (feature lists, UCF paths), by the dataset's naming rule."""
+    """Label of a video listed without one (feature lists, UCF paths), by its dataset's rule."""
     return dataset_spec(dataset).label_from_name(name, where)
 
 

@@ -49,8 +49,8 @@ def stage1_scores(cfg, state, train_cfg, videos, device):
 
 
 def report(metrics, name, logger, dataset=""):
-    """Prints the paper's table line and the per-class table; the dataset's headline metric first (AP
-    on XD-Violence: datasets/specs.py)."""
+    """Prints the paper's table line and the per-class table; the dataset's headline metric first
+    (AP on XD-Violence: datasets/specs.py)."""
     far_nv = metrics["far_normal_videos"]
     order = dataset_spec(dataset).headline if dataset else ("auc", "ap")
     (k1, v1), (k2, v2) = [(key.upper(), metrics[key]) for key in order]

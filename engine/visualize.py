@@ -294,7 +294,8 @@ def make_figures(cfg, run_dir, out, scores_file, wanted, max_videos, clips, chec
                "anomaly scores (blue) and ground-truth anomalies (shaded), cf. paper Fig. 7")]
     titles = {"roc": "frame-level ROC", "pr": "frame-level precision-recall"}
     # the curve of the dataset's headline metric first
-    for kind in ({"auc": "roc", "ap": "pr"}[key] for key in dataset_spec(cfg.DATA.DATASET).headline):
+    curves = {"auc": "roc", "ap": "pr"}
+    for kind in (curves[key] for key in dataset_spec(cfg.DATA.DATASET).headline):
         plot_curve(out / f"{kind}.png", kind, s, y, metrics)
         images.append((f"{kind}.png", titles[kind]))
     if plot_per_class(out / "per_class_auc.png", metrics):

@@ -11,7 +11,8 @@ def _topk_mean(scores, topk, part_len):
 def _max_subbag_mean(scores, topk, part_len):
     """Paper Eq. 1 and 6: max over the N/T sub-bags of each sub-bag's mean score."""
     if not part_len or scores.shape[1] % part_len:
-        raise InputError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, got {part_len}")
+        raise InputError(f"bag_score 'subbag_mean' needs part_len dividing N={scores.shape[1]}, "
+                         f"got {part_len}")
     return scores.unflatten(1, (-1, part_len)).mean(dim=2).amax(dim=1)
 
 

@@ -78,7 +78,8 @@ def test_segment_sampler_pairs_pooled_videos(tmp_path):
 
 def test_segment_sampler_iter_rows_is_iter_concatenated(tmp_path):
     rng = np.random.default_rng(0)
-    feats = {f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32) for i in range(8)}
+    feats = {f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32)
+             for i in range(8)}
     write_h5_features(tmp_path / "f.h5", feats)
     store = open_features(tmp_path / "f.h5", list(feats), dim=4)
     names = (["v0", "v1", "v2", "v3"], ["v4", "v5", "v6", "v7"])
@@ -121,8 +122,10 @@ def test_stage1_registries_pick_by_method(tmp_path):
     assert loss.item() == sultani_loss(normal, abnormal, 0.01, 0.0)[0].item() and set(parts) == {
         "rank", "sparse", "smooth"}
     cfg.STAGE1.METHOD = "rtfm"
-    for build in (lambda: build_stage1_loss(cfg), lambda: build_stage1_sampler(cfg, store, videos, rng)):
-        with pytest.raises(ConfigError, match=r"STAGE1.METHOD = 'rtfm' is not one of \('mist', 'sultani'\)"):
+    wrong = r"STAGE1.METHOD = 'rtfm' is not one of \('mist', 'sultani'\)"
+    builds = (lambda: build_stage1_loss(cfg), lambda: build_stage1_sampler(cfg, store, videos, rng))
+    for build in builds:
+        with pytest.raises(ConfigError, match=wrong):
             build()
 
 

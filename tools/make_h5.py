@@ -3,9 +3,9 @@
     python tools/make_h5.py /data/UCF_Crime/videos frames/ucf_frames.h5 --workers 8
     python tools/make_h5.py data/sht_videos.txt frames/sht.h5 --root /data/SHT/videos --resize 240 320
 
-VIDEOS: a folder (searched recursively), a list file of video paths, or one video. Resumable: run the
-same command again after a kill. Exit code: 0; 1 if any video was skipped (unless --allow-skips); 2 when
-nothing is written; 130 on Ctrl-C (engine/frames_h5.py says more).
+VIDEOS: a folder (searched recursively), a list file of video paths, or one video. Resumable: run
+the same command again after a kill. Exit code: 0; 1 if any video was skipped (unless
+--allow-skips); 2 when nothing is written; 130 on Ctrl-C (engine/frames_h5.py says more).
 """
 import argparse
 import sys

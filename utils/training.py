@@ -10,7 +10,8 @@ def _adam(params, s2):
 
 
 def _nesterov_sgd(params, s2):
-    return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True, weight_decay=s2.WEIGHT_DECAY)
+    return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True,
+                           weight_decay=s2.WEIGHT_DECAY)
 
 
 # STAGE2.OPTIMIZER -> (parameters or groups, cfg.STAGE2) -> torch optimizer
