@@ -196,7 +196,7 @@ def resume_opts(ctx, out, epochs):
 
 def child_resume(ctx):
     import torch
-    from yacs.config import CfgNode
+    from utils.checkpoint import saved_cfg
 
     from engine import stage2
     from utils.config import load_cfg
@@ -217,7 +217,7 @@ def child_resume(ctx):
         path = root / name / "checkpoints" / "last.pth"
         return torch.load(path, map_location="cpu", weights_only=True)
     ref = load("straight")
-    figures = {"amp": CfgNode.load_cfg(ref["cfg"]).STAGE2.AMP, "global_step": ref["global_step"],
+    figures = {"amp": saved_cfg(ref).STAGE2.AMP, "global_step": ref["global_step"],
                "deterministic_algorithms": ctx.cuda}
     for name in ("resumed", "again") if ctx.cuda else ("resumed",):
         same, diff = compare_states(ref, load(name))

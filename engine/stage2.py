@@ -26,7 +26,7 @@ from datasets.samplers import PairedBatchSampler, rank_share
 from datasets.transforms import normalise
 from engine.fit import SELECTION_NOTE, fit
 from models.build import build_model
-from models.losses import weighted_soft_ce
+from models.losses import mist_loss
 from models.weights import load_weights
 from utils import distributed as dist
 from utils import protocol, training
@@ -145,17 +145,6 @@ class Trainer:
         cuda = state.get("cuda_rng", [])  # absent in checkpoints of earlier versions
         if self.device.type == "cuda" and rank < len(cuda) and cuda[rank] is not None:
             torch.cuda.set_rng_state(cuda[rank], self.device)
-
-
-def mist_loss(out, target, class_weights, lambda_guided):
-    """MIST's stage-2 loss: weighted soft cross-entropy of the head + lambda_guided x that of the guided
-    (SGA) head -> (loss, head term, guided term)."""
-    head = weighted_soft_ce(out["logits"], target, *class_weights)
-    # MODEL.SGA False: no guided head to supervise
-    if out["guided_logits"] is None:
-        return head, head, torch.zeros((), device=head.device)
-    guided = weighted_soft_ce(out["guided_logits"], target, *class_weights)
-    return head + lambda_guided * guided, head, guided
 
 
 def dist_rank():

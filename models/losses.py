@@ -58,3 +58,18 @@ def weighted_soft_ce(logits, target, weight_abnormal, weight_normal):
     log_p = torch.log_softmax(logits.float(), dim=1)
     target = target.float()
     return -(weight_abnormal * target * log_p[:, 1] + weight_normal * (1 - target) * log_p[:, 0]).mean()
+
+
+def mist_loss(out, target, class_weights, lambda_guided):
+    """MIST's stage-2 loss: weighted soft cross-entropy of the head + lambda_guided x that of the guided
+    (SGA) head.
+
+    out: MIST's output {"logits": (N, 2), "guided_logits": (N, 2) or None}; target: (N,) abnormal
+    probability; class_weights: (abnormal, normal) -> (loss, head term, guided term): scalars.
+    """
+    head = weighted_soft_ce(out["logits"], target, *class_weights)
+    # a MIST without SGA has no guided head to supervise
+    if out["guided_logits"] is None:
+        return head, head, torch.zeros((), device=head.device)
+    guided = weighted_soft_ce(out["guided_logits"], target, *class_weights)
+    return head + lambda_guided * guided, head, guided

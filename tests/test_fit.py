@@ -117,3 +117,18 @@ def test_an_interrupted_fit_resumes_where_its_last_checkpoint_stopped(tmp_path):
     epochs = [json.loads(line)["epoch"]
               for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [2, 4, 6, 8]
+
+
+def test_stage2_loss_by_hand():
+    from models.losses import mist_loss
+
+    # logits (0, 0): p = 0.5 for both classes, so each clip's CE is -w * log(0.5) for its class share
+    out = {"logits": torch.zeros(2, 2), "guided_logits": torch.tensor([[0.0, 0.0], [0.0, 0.0]])}
+    target = torch.tensor([1.0, 0.0])
+    loss, head, guided = mist_loss(out, target, (2.0, 1.0), 0.5)
+    log2 = float(torch.log(torch.tensor(2.0)))
+    # head: mean(2 * log 2, 1 * log 2) = 1.5 log 2; guided the same; loss = head + 0.5 guided
+    assert head.item() == pytest.approx(1.5 * log2) and guided.item() == pytest.approx(1.5 * log2)
+    assert loss.item() == pytest.approx(2.25 * log2)
+    loss, head, guided = mist_loss({"logits": torch.zeros(2, 2), "guided_logits": None}, target, (2.0, 1.0), 0.5)
+    assert loss.item() == head.item() == pytest.approx(1.5 * log2) and guided.item() == 0.0

@@ -8,7 +8,8 @@ import torch
 from datasets.splits import Video
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
 from utils.config import ConfigError, load_cfg
-from utils.protocol import selection_table, split_validation, update_best_val, validation_metric
+from engine.fit import Best
+from utils.protocol import selection_table, split_validation, validation_metric
 from run_tool import run_tool
 
 
@@ -50,10 +51,12 @@ def test_validation_metric_falls_back_to_video_auc_without_masks():
 
 
 def test_best_val_tracking_and_selection_table(tmp_path):
-    best = {"auc": 0.9, "epoch": 2}
-    assert not update_best_val(best, {}, 1)
-    assert update_best_val(best, {"val": 0.7, "val_metric": "video_auc"}, 2)
-    assert not update_best_val(best, {"val": 0.7, "val_metric": "video_auc"}, 4)  # ties keep the first
+    best = Best(0.9, 2)
+    assert best.update({"auc": 0.5}, {}, 1) == (False, False)
+    assert best.update({"auc": 0.5}, {"val": 0.7, "val_metric": "video_auc"}, 2) == (False, True)
+    # ties keep the first
+    assert best.update({"auc": 0.5}, {"val": 0.7, "val_metric": "video_auc"}, 4) == (False, False)
+    best = best.to_dict()
     records = [{"epoch": e, "auc": a, "ap": a / 2, "pr_auc": 0, "score_gap": 0, "far": 0, "far_normal_videos": None}
                for e, a in ((2, 0.9), (4, 0.8), (6, 0.85))]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

@@ -75,25 +75,6 @@ def validation_metric(scores, videos, masks, clip_len=16, max_pad_clips=0):
     return {"val_metric": "video_auc", "val": float(roc_auc_score([v.label for v in videos], peak))}
 
 
-def update_best_val(best, val, epoch):
-    """best: the run's checkpointed best-tracking dict, updated in place; val: validation_metric() or {}.
-
-    -> True when this evaluation is the best on validation so far (strictly, so the first of ties wins).
-    """
-    if not val or val["val"] <= best.get("val", -1.0):
-        return False
-    best.update(val=val["val"], val_epoch=epoch, val_metric=val["val_metric"])
-    return True
-
-
-def val_record(val, best):
-    """Fields of a metrics.jsonl record: this evaluation's validation metric and the best so far."""
-    if not val:
-        return {}
-    return {"val": val["val"], "val_metric": val["val_metric"], "best_val": best["val"],
-            "best_val_epoch": best["val_epoch"]}
-
-
 # PSEUDO_LABEL.CHECKPOINT: the final, the test-selected or the validation-selected checkpoint
 CHECKPOINT_CHOICES = ("last", "best", "best_val")
 

@@ -3,7 +3,7 @@ import logging
 import os
 from pathlib import Path
 
-from utils.checkpoint import load_checkpoint, write_text_atomic
+from utils.checkpoint import load_checkpoint, saved_cfg, write_text_atomic
 from utils.errors import ExistsError, InputError
 
 FINISHED_MARKER = "results.json"  # written last: its presence means the run finished
@@ -60,9 +60,7 @@ def restore_model(model, state, cfg):
 
 def check_resumed_cfg(state, cfg):
     """Logs the config keys that differ between the checkpoint's run and this one."""
-    from yacs.config import CfgNode
-
-    old = CfgNode.load_cfg(state["cfg"])
+    old = saved_cfg(state, cfg.OUTPUT_DIR)
     changed = [k for k in _flat(cfg) if _flat(old).get(k) != _flat(cfg)[k]]
     if changed:
         logger.warning("resuming with changed config keys: %s", ", ".join(changed))
