@@ -1,21 +1,25 @@
-"""MIST-I3D / MIST-C3D throughput: inference (clips/s, frames/s) and stage-2 training steps, CPU or CUDA.
+"""MIST-I3D / MIST-C3D throughput: inference (clips/s, frames/s) and stage-2 training steps, CPU or
+CUDA.
 
-    python benchmarks/encoder.py                                   # CPU: batch 1, fp32 + bf16, eager
-    python benchmarks/encoder.py --device cuda                     # GPU: batches 1 8 32 64, off/bf16/fp16,
-                                                                   #      channels_last off/on, compile rows
-    python benchmarks/encoder.py --models c3d --sizes 112x112 --compile on --amp off   # one compiled row
+    python benchmarks/encoder.py  # CPU: batch 1, fp32 + bf16, eager
+    python benchmarks/encoder.py --device cuda  # GPU: batches 1 8 32 64, off/bf16/fp16,
+                                                                   #      channels_last off/on,
+                                                                   compile rows
+    python benchmarks/encoder.py --models c3d --sizes 112x112 --compile on --amp off  # one compiled
+    row
 
 Sizes: 'test' is the official test resolution (I3D 240x320 on ShanghaiTech, the paper's FPS setting;
-C3D 112x112 after the centre crop), and 224x224. Inference runs model.eval() under torch.inference_mode()
-(+ torch.autocast for bf16/fp16); a frame is one of the 16 frames of a clip, so frames/s = 16 x clips/s.
-Training rows: one Adam step on a batch (forward, both weighted CE heads, backward, clip, step; the whole
-network trainable, as after the freeze epochs), I3D at 224x224 and C3D at 112x112 (the training crops),
-autocast + GradScaler for fp16 as tools/train_stage2.py.
-GFLOPs per clip are counted by torch.utils.flop_counter on the meta device (2 FLOPs per multiply-add;
-the paper's 45.68 G "MACs" for MIST-I3D are the 45.57 GMAC = 91.1 GFLOPs at 240x320). On a GPU the
-achieved TFLOPS are divided by the device's dense peak for the compute dtype (table below; TF32 when fp32
-matmuls/convolutions may use it). Timings: CUDA events after warm-up; best of --repeats runs of --iters.
-"""
+C3D 112x112 after the centre crop), and 224x224. Inference runs model.eval() under
+torch.inference_mode() (+ torch.autocast for bf16/fp16); a frame is one of the 16 frames of a clip,
+so frames/s = 16 x clips/s. Training rows: one Adam step on a batch (forward, both weighted CE
+heads, backward, clip, step; the whole network trainable, as after the freeze epochs), I3D at
+224x224 and C3D at 112x112 (the training crops), autocast + GradScaler for fp16 as
+tools/train_stage2.py. GFLOPs per clip are counted by torch.utils.flop_counter on the meta device (2
+FLOPs per multiply-add; the paper's 45.68 G "MACs" for MIST-I3D are the 45.57 GMAC = 91.1 GFLOPs at
+240x320). On a GPU the achieved TFLOPS are divided by the device's dense peak for the compute dtype
+(table below; TF32 when fp32 matmuls/convolutions may use it). Timings: CUDA events after warm-up;
+best of --repeats runs of --iters."""
+
 import argparse
 import sys
 import time
@@ -24,23 +28,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.stage1 import describe_machine  # noqa: E402
-from models.losses import weighted_soft_ce  # noqa: E402
-from models.mist import MIST  # noqa: E402
+from benchmarks.stage1 import describe_machine
+from models.losses import weighted_soft_ce
+from models.mist import MIST
 
 TEST_SIZE = {"i3d": (240, 320), "c3d": (112, 112)}
 TRAIN_SIZE = {"i3d": (224, 224), "c3d": (112, 112)}
 # dense tensor-core peaks in TFLOPS (NVIDIA data sheets): (bf16/fp16, tf32, fp32)
-PEAKS = {"H200": (989.4, 494.7, 66.9), "H100 NVL": (835.5, 417.5, 60.0), "H100 PCIe": (756.0, 378.0, 51.2),
-         "H100": (989.4, 494.7, 66.9), "A100": (312.0, 156.0, 19.5)}
+PEAKS = {
+    "H200": (989.4, 494.7, 66.9),
+    "H100 NVL": (835.5, 417.5, 60.0),
+    "H100 PCIe": (756.0, 378.0, 51.2),
+    "H100": (989.4, 494.7, 66.9),
+    "A100": (312.0, 156.0, 19.5),
+}
 AMP = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def peak_tflops(device, amp):
-    """-> (peak TFLOPS for this device and compute dtype, label) or (None, '') off the known GPUs."""
+    """-> (peak TFLOPS for this device and compute dtype, label) or (None, '') off the known
+    GPUs."""
     if device.type != "cuda":
         return None, ""
     name = torch.cuda.get_device_name(device)
@@ -65,11 +75,14 @@ def flops_per_clip(backbone, size, train=False):
 
 
 def step_loss(out, target):
-    return weighted_soft_ce(out["logits"], target, 1.0, 1.0) + weighted_soft_ce(out["guided_logits"], target, 1.0, 1.0)
+    return weighted_soft_ce(out["logits"], target, 1.0, 1.0) + weighted_soft_ce(
+        out["guided_logits"], target, 1.0, 1.0
+    )
 
 
 def timed(fn, device, iters, repeats):
-    """-> seconds per call of fn: best of `repeats` runs of `iters` calls, after one warm-up call."""
+    """-> seconds per call of fn: best of `repeats` runs of `iters` calls, after one warm-up
+    call."""
     fn()
     best = float("inf")
     for _ in range(repeats):
@@ -108,8 +121,12 @@ def bench_inference(backbone, size, batch, amp, channels_last, compiled, device,
     x = clips_for(batch, size, device, channels_last)
 
     def run():
-        with torch.inference_mode(), torch.autocast(device.type, dtype=AMP[amp], enabled=amp != "off"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(device.type, dtype=AMP[amp], enabled=amp != "off"),
+        ):
             return model(x)["logits"]
+
     start = time.perf_counter()
     run()  # a compiled model compiles here
     first = time.perf_counter() - start
@@ -133,6 +150,7 @@ def bench_training(backbone, batch, amp, channels_last, compiled, device, args):
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+
     start = time.perf_counter()
     step()
     first = time.perf_counter() - start
@@ -144,9 +162,12 @@ def row(kind, backbone, size, batch, amp, cl, compiled, seconds, first, flops, d
     peak, label = peak_tflops(device, amp)
     tflops = clips * flops / 1e12
     frac = f"{100 * tflops / peak:5.1f}% of {label} {peak:g}" if peak else "-"
-    print(f"{kind:<5} {backbone:<4} {size[0]}x{size[1]:<4} {batch:>5} {amp:>5} {'cl' if cl else '-':>3} "
-          f"{'on' if compiled else 'off':>7} {1e3 * seconds:10.1f} {clips:9.1f} {16 * clips:10.0f} "
-          f"{tflops:8.3f}  {frac}   (first call {first:.1f} s)", flush=True)
+    print(
+        f"{kind:<5} {backbone:<4} {size[0]}x{size[1]:<4} {batch:>5} {amp:>5}"
+        f" {'cl' if cl else '-':>3} {'on' if compiled else 'off':>7} {1e3 * seconds:10.1f}"
+        f" {clips:9.1f} {16 * clips:10.0f} {tflops:8.3f}  {frac}   (first call {first:.1f} s)",
+        flush=True,
+    )
 
 
 def parse_size(text, backbone):
@@ -154,17 +175,40 @@ def parse_size(text, backbone):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--models", nargs="+", default=["i3d", "c3d"], choices=["i3d", "c3d"])
     parser.add_argument("--sizes", nargs="+", default=["test", "224x224"], help="'test' or HxW")
-    parser.add_argument("--batches", nargs="+", type=int, help="default: 1 on CPU, 1 8 32 64 on CUDA")
-    parser.add_argument("--amp", nargs="+", choices=list(AMP), help="default: off bf16 (CPU), off bf16 fp16 (CUDA)")
-    parser.add_argument("--channels-last", nargs="+", choices=["off", "on"], help="default: off (CPU), off on (CUDA)")
-    parser.add_argument("--compile", nargs="+", choices=["off", "on"], default=None,
-                        help="default: off on CPU; on CUDA eager rows + compiled rows at the largest batch, bf16")
-    parser.add_argument("--train-batches", nargs="*", type=int, help="training rows (default: 2 on CPU, 16 32 on CUDA)")
-    parser.add_argument("--iters", type=int, default=None, help="calls per timing (default 2 CPU, 20 CUDA)")
+    parser.add_argument(
+        "--batches", nargs="+", type=int, help="default: 1 on CPU, 1 8 32 64 on CUDA"
+    )
+    parser.add_argument(
+        "--amp", nargs="+", choices=list(AMP), help="default: off bf16 (CPU), off bf16 fp16 (CUDA)"
+    )
+    parser.add_argument(
+        "--channels-last",
+        nargs="+",
+        choices=["off", "on"],
+        help="default: off (CPU), off on (CUDA)",
+    )
+    parser.add_argument(
+        "--compile",
+        nargs="+",
+        choices=["off", "on"],
+        default=None,
+        help="default: off on CPU; on CUDA eager rows + compiled rows at the largest batch, bf16",
+    )
+    parser.add_argument(
+        "--train-batches",
+        nargs="*",
+        type=int,
+        help="training rows (default: 2 on CPU, 16 32 on CUDA)",
+    )
+    parser.add_argument(
+        "--iters", type=int, default=None, help="calls per timing (default 2 CPU, 20 CUDA)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -172,33 +216,64 @@ def main():
     args.iters = args.iters or (20 if cuda else 2)
     batches = args.batches or ([1, 8, 32, 64] if cuda else [1])
     amps = args.amp or (["off", "bf16", "fp16"] if cuda else ["off", "bf16"])
-    layouts = [v == "on" for v in (args.channels_last or (["off", "on"] if cuda else ["off"]))]
-    compiles = [v == "on" for v in (args.compile or ["off"])]
-    train_batches = args.train_batches if args.train_batches is not None else ([16, 32] if cuda else [2])
+    layouts = [v == "on" for v in args.channels_last or (["off", "on"] if cuda else ["off"])]
+    compiles = [v == "on" for v in args.compile or ["off"]]
+    train_batches = (
+        args.train_batches if args.train_batches is not None else ([16, 32] if cuda else [2])
+    )
     print("\n".join(describe_machine()))
     if cuda:
         torch.backends.cudnn.benchmark = True
-        print(f"cudnn.benchmark True, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, TF32 cudnn "
-              f"{torch.backends.cudnn.allow_tf32}, {torch.cuda.get_device_name(device)}")
-    print(f"{'kind':<5} {'net':<4} {'size':<9} {'batch':>5} {'amp':>5} {'fmt':>3} {'compile':>7} {'ms/call':>10} "
-          f"{'clips/s':>9} {'frames/s':>10} {'TFLOPS':>8}")
+        print(
+            f"cudnn.benchmark True, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, TF32 cudnn"
+            f" {torch.backends.cudnn.allow_tf32}, {torch.cuda.get_device_name(device)}"
+        )
+    print(
+        f"{'kind':<5} {'net':<4} {'size':<9} {'batch':>5} {'amp':>5} {'fmt':>3} {'compile':>7}"
+        f" {'ms/call':>10} {'clips/s':>9} {'frames/s':>10} {'TFLOPS':>8}"
+    )
     for backbone in args.models:
         for size in dict.fromkeys(parse_size(s, backbone) for s in args.sizes):
             flops = flops_per_clip(backbone, size)
-            print(f"# MIST-{backbone.upper()} {size[0]}x{size[1]}: {flops / 1e9:.2f} GFLOPs per clip "
-                  f"({flops / 2e9:.2f} GMAC) forward")
-            plan = [(b, a, cl, c) for c in compiles for b in batches for a in amps for cl in layouts]
-            if cuda and args.compile is None:  # compiled rows only where they matter: largest batch, bf16
+            print(
+                f"# MIST-{backbone.upper()} {size[0]}x{size[1]}: {flops / 1e9:.2f} GFLOPs per clip "
+                f"({flops / 2e9:.2f} GMAC) forward"
+            )
+            plan = [
+                (b, a, cl, c) for c in compiles for b in batches for a in amps for cl in layouts
+            ]
+            # compiled rows only where they matter: largest batch, bf16
+            if cuda and args.compile is None:
                 plan += [(max(batches), "bf16", cl, True) for cl in layouts]
             for batch, amp, cl, compiled in plan:
-                row("infer", backbone, size, batch, amp, cl, compiled,
-                    *bench_inference(backbone, size, batch, amp, cl, compiled, device, args), flops, device)
+                row(
+                    "infer",
+                    backbone,
+                    size,
+                    batch,
+                    amp,
+                    cl,
+                    compiled,
+                    *bench_inference(backbone, size, batch, amp, cl, compiled, device, args),
+                    flops,
+                    device,
+                )
         train_flops = flops_per_clip(backbone, TRAIN_SIZE[backbone], train=True)
         for batch in train_batches:
             for amp in amps:
                 for cl in layouts:
-                    row("train", backbone, TRAIN_SIZE[backbone], batch, amp, cl, False,
-                        *bench_training(backbone, batch, amp, cl, False, device, args), train_flops, device)
+                    row(
+                        "train",
+                        backbone,
+                        TRAIN_SIZE[backbone],
+                        batch,
+                        amp,
+                        cl,
+                        False,
+                        *bench_training(backbone, batch, amp, cl, False, device, args),
+                        train_flops,
+                        device,
+                    )
 
 
 if __name__ == "__main__":

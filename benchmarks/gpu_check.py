@@ -40,6 +40,7 @@ Parts, in order (the data serves the training parts, resume's checkpoint serves 
 skipped with the reason; 2 parts at a time, one thread each (--jobs; 1 elsewhere, so that GPU
 figures are taken alone). --fail-part NAME makes a part exit 1, --timeout NAME=S sets its budget.
 """
+
 import argparse
 import contextlib
 import json
@@ -59,11 +60,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.gpu_check_parts import (GOALS, GPU_CHECK, PY, S2E, Ctx, Failed,  # noqa: E402
-                                        child_onnx, child_resume, child_test, plan_encoder,
-                                        plan_pipeline, plan_stage2, plan_torchrun, read_encoder,
-                                        read_onnx, read_pipeline, read_resume, read_stage2,
-                                        read_test, read_torchrun, small_test_split)
+from benchmarks.gpu_check_parts import (
+    GOALS,
+    GPU_CHECK,
+    PY,
+    S2E,
+    Ctx,
+    Failed,
+    child_onnx,
+    child_resume,
+    child_test,
+    plan_encoder,
+    plan_pipeline,
+    plan_stage2,
+    plan_torchrun,
+    read_encoder,
+    read_onnx,
+    read_pipeline,
+    read_resume,
+    read_stage2,
+    read_test,
+    read_torchrun,
+    small_test_split,
+)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -79,8 +98,10 @@ class Part:
 
 def child(name):
     """The plan of a part run by `gpu_check.py --child NAME`."""
-    return lambda ctx: [[PY, GPU_CHECK, "--child", name, "--device", ctx.device, "--out",
-                         str(ctx.out)] + (["--quick"] if ctx.quick else [])]
+    return lambda ctx: [
+        [PY, GPU_CHECK, "--child", name, "--device", ctx.device, "--out", str(ctx.out)]
+        + (["--quick"] if ctx.quick else [])
+    ]
 
 
 def data_plan(ctx):
@@ -100,15 +121,24 @@ PARTS = [
     Part("stage2", (100, 40), plan_stage2, read_stage2),
     Part("resume", (70, 40), child("resume"), read_resume, work="resume"),
     Part("torchrun", (30, 30), plan_torchrun, read_torchrun, work="torchrun"),
-    Part("sync_bn", (30, 30), lambda c: plan_torchrun(c, sync_bn=True),
-         lambda c, t: read_torchrun(c, t, sync_bn=True), work="sync_bn"),
+    Part(
+        "sync_bn",
+        (30, 30),
+        lambda c: plan_torchrun(c, sync_bn=True),
+        lambda c, t: read_torchrun(c, t, sync_bn=True),
+        work="sync_bn",
+    ),
     Part("test", (45, 30), child("test"), read_test, needs=("data", "resume"), work="test"),
     Part("pipeline", (30, 30), plan_pipeline, read_pipeline, needs=()),
     Part("onnx", (30, 30), child("onnx"), read_onnx, needs=("data", "resume"), work="onnx"),
     Part("encoder_c3d", (70, 30), lambda c: plan_encoder(c, "c3d"), read_encoder, needs=()),
     Part("encoder_fp32", (35, 30), lambda c: plan_encoder(c, "fp32"), read_encoder, needs=()),
-    Part("stage2_device_augment", (40, 30), lambda c: plan_stage2(c, device_augment=True),
-         read_stage2),
+    Part(
+        "stage2_device_augment",
+        (40, 30),
+        lambda c: plan_stage2(c, device_augment=True),
+        read_stage2,
+    ),
     Part("encoder_compile", (60, 60), lambda c: plan_encoder(c, "compile"), read_encoder, needs=()),
 ]
 # what a part leaves for those that need it (used from an earlier run when the part is not run now)
@@ -121,8 +151,9 @@ def run_command(cmd, log, seconds, env):
     at `seconds`; CPU seconds of it and of the processes it waited for)."""
     log.write(f"$ {shlex.join(cmd)}\n")
     log.flush()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True
+    )
     ended = reap(proc.pid, max(1.0, seconds))
     if ended is None:  # the child and its workers: it leads its own process group
         for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 60)):
@@ -150,15 +181,26 @@ def reap(pid, seconds):
 
 def blocked(part, ctx, done):
     """-> why the part cannot run now (a part it needs failed or left nothing), else None."""
-    missing = [n for n in part.needs if done.get(n, "not run") != "ok"
-               and not (n not in done and (ctx.work / PRODUCTS[n]).exists())]
+    missing = [
+        n
+        for n in part.needs
+        if done.get(n, "not run") != "ok"
+        and not (n not in done and (ctx.work / PRODUCTS[n]).exists())
+    ]
     return f"needs the {', '.join(missing)} part(s) to pass" if missing else None
 
 
 def run_part(part, ctx, budget, forced, done, out_of_time=False):
     """-> the part's summary record: status, seconds, cpu_s, reason, figures, log."""
-    record = {"name": part.name, "status": "skipped", "seconds": 0.0, "budget_s": round(budget, 1),
-              "reason": None, "figures": {}, "log": f"{part.name}.log"}
+    record = {
+        "name": part.name,
+        "status": "skipped",
+        "seconds": 0.0,
+        "budget_s": round(budget, 1),
+        "reason": None,
+        "figures": {},
+        "log": f"{part.name}.log",
+    }
     reason = None if forced else blocked(part, ctx, done)
     plan = [FORCED_FAILURE] if forced else None if reason else part.plan(ctx)
     if isinstance(plan, str) or reason:
@@ -207,12 +249,14 @@ def goals(records):
     wait = fig.get("stage2", {}).get("data_wait_share")
     i3d = fig.get("encoder", {}).get("i3d_240x320_bf16_infer_frames_per_s")
     aug = fig.get("pipeline", {}).get("device_augment_frames_per_s")
-    return {"i3d_240x320_bf16_infer_frames_per_s": i3d,
-            "goal_i3d_frames_per_s": GOALS["i3d_bf16_infer_frames_per_s"],
-            "device_augment_frames_per_s": aug,
-            "goal_device_augment_frames_per_s": GOALS["device_augment_frames_per_s"],
-            "stage2_data_wait_share": wait,
-            "training_input_bound": None if wait is None else wait > GOALS["data_wait_share"]}
+    return {
+        "i3d_240x320_bf16_infer_frames_per_s": i3d,
+        "goal_i3d_frames_per_s": GOALS["i3d_bf16_infer_frames_per_s"],
+        "device_augment_frames_per_s": aug,
+        "goal_device_augment_frames_per_s": GOALS["device_augment_frames_per_s"],
+        "stage2_data_wait_share": wait,
+        "training_input_bound": None if wait is None else wait > GOALS["data_wait_share"],
+    }
 
 
 def print_table(records):
@@ -224,8 +268,9 @@ def print_table(records):
 
 def parse_args(argv):
     names = [p.name for p in PARTS]
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
     add("--device", default="cuda", help="cuda (the GPU check) or cpu")
     add("--quick", action="store_true", help="tiny sizes, a few iterations (the CPU test)")
@@ -256,12 +301,24 @@ def main(argv=None):
     budgets.update({k: float(v) for k, v in (t.split("=", 1) for t in args.timeout)})
     deadline = time.perf_counter() + (args.budget or (240 if args.quick else 540))
     jobs = args.jobs or (2 if args.quick and not ctx.cuda else 1)
-    records = run_all([p for p in PARTS if not args.parts or p.name in args.parts], ctx, jobs,
-                      budgets, deadline, args.fail_part)
+    records = run_all(
+        [p for p in PARTS if not args.parts or p.name in args.parts],
+        ctx,
+        jobs,
+        budgets,
+        deadline,
+        args.fail_part,
+    )
     print_table(records)
-    summary = {"device": args.device, "quick": args.quick, "command": shlex.join([PY, *sys.argv]),
-               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "gpu": gpu_name(ctx.out, records),
-               "parts": records, "goals": goals(records)}
+    summary = {
+        "device": args.device,
+        "quick": args.quick,
+        "command": shlex.join([PY, *sys.argv]),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "gpu": gpu_name(ctx.out, records),
+        "parts": records,
+        "goals": goals(records),
+    }
     (ctx.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"summary: {ctx.out / 'summary.json'}")
     return 1 if any(r["status"] in ("fail", "timeout") for r in records) else 0
@@ -278,14 +335,21 @@ def run_all(parts, ctx, jobs, budgets, deadline, forced):
             if name in finished:
                 finished[name].wait()
         left = deadline - time.perf_counter()
-        record = run_part(part, ctx, min(budgets[part.name], left), part.name in forced, dict(done),
-                          out_of_time=left < 5)
+        record = run_part(
+            part,
+            ctx,
+            min(budgets[part.name], left),
+            part.name in forced,
+            dict(done),
+            out_of_time=left < 5,
+        )
         if part.name == "data" and record["status"] == "ok":
             small_test_split(ctx)  # written once here, read by the parts that run next
         done[part.name] = record["status"]
         finished[part.name].set()
         print(f"{part.name}: {record['status']} in {record['seconds']:.1f} s", flush=True)
         return record
+
     with ThreadPoolExecutor(jobs) as pool:
         return [f.result() for f in [pool.submit(task, p) for p in parts]]
 
@@ -309,8 +373,9 @@ def launch_main(argv):
     import runpy
 
     import torch
+
     split = argv.index("--")
-    script, flags, rest = argv[1], argv[2:split], argv[split + 1:]
+    script, flags, rest = argv[1], argv[2:split], argv[split + 1 :]
     opts = dict(zip(flags[::2], flags[1::2]))
     if "--tf32" in opts:
         tf32 = opts["--tf32"] == "on"
@@ -319,8 +384,10 @@ def launch_main(argv):
         if opts["--group"] == "nccl":
             torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
         torch.distributed.init_process_group(opts["--group"])
-        print(f"process group: {torch.distributed.get_backend()}, "
-              f"world size {torch.distributed.get_world_size()}")
+        print(
+            f"process group: {torch.distributed.get_backend()}, "
+            f"world size {torch.distributed.get_world_size()}"
+        )
         count_sync_bn(torch)
     sys.argv = [script, *rest]
     runpy.run_path(script, run_name="__main__")
@@ -329,11 +396,13 @@ def launch_main(argv):
 def count_sync_bn(torch):
     """Prints at exit how many SyncBatchNorm layers were built: STAGE2.SYNC_BN took effect."""
     import atexit
+
     built, init = [0], torch.nn.SyncBatchNorm.__init__
 
     def counted(self, *a, **k):
         built[0] += 1
         init(self, *a, **k)
+
     torch.nn.SyncBatchNorm.__init__ = counted
     atexit.register(lambda: built[0] and print(f"SyncBatchNorm layers: {built[0]}", flush=True))
 
@@ -343,4 +412,5 @@ if __name__ == "__main__":
         launch_main(sys.argv[1:])
         sys.exit(0)
     from utils import cli
+
     sys.exit(cli.run(main))

@@ -1,6 +1,7 @@
 """The parts of benchmarks/gpu_check.py. Each has a plan (ctx -> the commands it runs, or the reason
 it is skipped) and a reader (ctx, its log -> figures; Failed when the figures show a failure); some
 run a child (`gpu_check.py --child NAME`) whose last line is MARK + the JSON of its figures."""
+
 import json
 import math
 import re
@@ -12,8 +13,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PY, GPU_CHECK = sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")
-S2E, ENC, DATA = (str(ROOT / "benchmarks" / f) for f in ("stage2_epoch.py", "encoder.py",
-                                                         "data.py"))
+S2E, ENC, DATA = (
+    str(ROOT / "benchmarks" / f) for f in ("stage2_epoch.py", "encoder.py", "data.py")
+)
 CFG = str(ROOT / "configs" / "shanghaitech" / "i3d_stage2.yaml")
 # benchmarks/stage2_epoch.py --tiny: the 1/8-width I3D at tiny sizes
 TINY = ["MODEL.WIDTH", "0.125", "DATA.TRAIN_SIZE", "[64, 85, 48]", "DATA.TEST_SIZE", "[72, 96, 48]"]
@@ -22,8 +24,11 @@ MARK = "GPU_CHECK_FIGURES "
 TEST_TOLERANCE = {"cuda fp32": 1e-3, "cuda tf32": 5e-3, "cuda bf16": 2e-2, "cpu bf16": 2e-2}
 # x max(1, max |PyTorch|): fp32 on both sides, other convolution algorithms
 ONNX_TOLERANCE = 2e-3
-GOALS = {"i3d_bf16_infer_frames_per_s": 20000, "device_augment_frames_per_s": 10000,
-         "data_wait_share": 0.1}
+GOALS = {
+    "i3d_bf16_infer_frames_per_s": 20000,
+    "device_augment_frames_per_s": 10000,
+    "data_wait_share": 0.1,
+}
 
 
 class Failed(Exception):
@@ -60,7 +65,7 @@ def figures_of(text):
     lines = [ln for ln in text.splitlines() if ln.startswith(MARK)]
     if not lines:
         raise Failed("the part printed no figures")
-    return json.loads(lines[-1][len(MARK):])
+    return json.loads(lines[-1][len(MARK) :])
 
 
 def launch(script, *args, tf32=None, group=None):
@@ -88,13 +93,27 @@ def small_test_split(ctx):
 
 
 # ---------------------------------------------------------------------------------------- encoder
-ROW = re.compile(r"^(infer|train)\s+(i3d|c3d)\s+(\d+x\d+)\s+(\d+)\s+(off|bf16|fp16)\s+(cl|-)\s+"
-                 r"(on|off)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(.*)$")
-ROW_KEYS = ("kind", "net", "size", "batch", "amp", "format", "compile", "ms", "clips_per_s",
-            "frames_per_s", "tflops")
-SKIP_ENCODER = {"fp32": "TF32 is a CUDA setting: the CPU's fp32 rows are in the encoder parts",
-                "compile": "torch.compile rows run on CUDA (compiling MIST-I3D takes minutes on a "
-                           "CPU)"}
+ROW = re.compile(
+    r"^(infer|train)\s+(i3d|c3d)\s+(\d+x\d+)\s+(\d+)\s+(off|bf16|fp16)\s+(cl|-)\s+"
+    r"(on|off)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(.*)$"
+)
+ROW_KEYS = (
+    "kind",
+    "net",
+    "size",
+    "batch",
+    "amp",
+    "format",
+    "compile",
+    "ms",
+    "clips_per_s",
+    "frames_per_s",
+    "tflops",
+)
+SKIP_ENCODER = {
+    "fp32": "TF32 is a CUDA setting: the CPU's fp32 rows are in the encoder parts",
+    "compile": "torch.compile rows run on CUDA (compiling MIST-I3D takes minutes on a CPU)",
+}
 
 
 def plan_encoder(ctx, kind="i3d"):
@@ -105,22 +124,105 @@ def plan_encoder(ctx, kind="i3d"):
     tf32 = "off" if kind == "fp32" else "on"
     models = ["--models", kind] if kind in ("i3d", "c3d") else ["--models", "i3d", "c3d"]
     if ctx.quick:
-        cmd = [ENC, "--device", ctx.device, *models, "--sizes", "32x32", "--batches", "1",
-               "--amp", "off", "--channels-last", "off", "--train-batches", "--iters", "1",
-               "--repeats", "1", "--compile", "on" if kind == "compile" else "off"]
+        cmd = [
+            ENC,
+            "--device",
+            ctx.device,
+            *models,
+            "--sizes",
+            "32x32",
+            "--batches",
+            "1",
+            "--amp",
+            "off",
+            "--channels-last",
+            "off",
+            "--train-batches",
+            "--iters",
+            "1",
+            "--repeats",
+            "1",
+            "--compile",
+            "on" if kind == "compile" else "off",
+        ]
         return [launch(*cmd, tf32=tf32) if ctx.cuda else [PY, *cmd]]
     common = ["--device", ctx.device, *models, "--batches", "32", "--repeats", "2"]
     sizes = ["--sizes", "240x320", "224x224"]
     if kind == "compile":  # each model at its test size: I3D 240x320, C3D 112x112
-        return [launch(ENC, *common, "--sizes", "test", "--amp", "bf16", "--channels-last", "on",
-                       "--compile", "on", "--train-batches", "--iters", "10", tf32=tf32)]
+        return [
+            launch(
+                ENC,
+                *common,
+                "--sizes",
+                "test",
+                "--amp",
+                "bf16",
+                "--channels-last",
+                "on",
+                "--compile",
+                "on",
+                "--train-batches",
+                "--iters",
+                "10",
+                tf32=tf32,
+            )
+        ]
     if kind == "fp32":
-        return [launch(ENC, *common, "--sizes", "240x320", "--amp", "off", "--channels-last", "on",
-                       "--compile", "off", "--train-batches", "16", "--iters", "5", tf32=tf32)]
-    return [launch(ENC, *common, *sizes, "--amp", "off", "bf16", "fp16", "--channels-last", "on",
-                   "--compile", "off", "--train-batches", "16", "--iters", "10", tf32=tf32),
-            launch(ENC, *common, *sizes, "--amp", "bf16", "--channels-last", "off",
-                   "--compile", "off", "--train-batches", "16", "--iters", "10", tf32=tf32)]
+        return [
+            launch(
+                ENC,
+                *common,
+                "--sizes",
+                "240x320",
+                "--amp",
+                "off",
+                "--channels-last",
+                "on",
+                "--compile",
+                "off",
+                "--train-batches",
+                "16",
+                "--iters",
+                "5",
+                tf32=tf32,
+            )
+        ]
+    return [
+        launch(
+            ENC,
+            *common,
+            *sizes,
+            "--amp",
+            "off",
+            "bf16",
+            "fp16",
+            "--channels-last",
+            "on",
+            "--compile",
+            "off",
+            "--train-batches",
+            "16",
+            "--iters",
+            "10",
+            tf32=tf32,
+        ),
+        launch(
+            ENC,
+            *common,
+            *sizes,
+            "--amp",
+            "bf16",
+            "--channels-last",
+            "off",
+            "--compile",
+            "off",
+            "--train-batches",
+            "16",
+            "--iters",
+            "10",
+            tf32=tf32,
+        ),
+    ]
 
 
 def read_encoder(ctx, text):
@@ -137,8 +239,13 @@ def read_encoder(ctx, text):
         raise Failed("benchmarks/encoder.py printed no result row")
     infer = [r for r in rows if r["kind"] == "infer"] or rows
     best = max(infer, key=lambda r: r["frames_per_s"])
-    out = {"rows": rows, "key": f"{len(rows)} rows; best {best['net']} {best['size']} "
-                                f"{best['amp']}: {best['frames_per_s']:.0f} frames/s"}
+    out = {
+        "rows": rows,
+        "key": (
+            f"{len(rows)} rows; best {best['net']} {best['size']} "
+            f"{best['amp']}: {best['frames_per_s']:.0f} frames/s"
+        ),
+    }
     goal = ("i3d", "240x320", "bf16")
     i3d = [r["frames_per_s"] for r in infer if (r["net"], r["size"], r["amp"]) == goal]
     if i3d:
@@ -149,8 +256,10 @@ def read_encoder(ctx, text):
 # ---------------------------------------------------------------------------------------- stage 2
 def plan_stage2(ctx, device_augment=False):
     if device_augment and not ctx.cuda:
-        return ("a GPU row (nvjpeg decode + augment on the training device); "
-                "tests/test_device_augment.py runs that path on the CPU")
+        return (
+            "a GPU row (nvjpeg decode + augment on the training device); "
+            "tests/test_device_augment.py runs that path on the CPU"
+        )
     if ctx.quick:  # fp16 convolutions on a CPU take seconds each: off and bf16 only there
         warmup, iters = ("3", "6") if ctx.cuda else ("0", "3")
         loop = ["--workers", "0", "--warmup", warmup, "--iters", iters, "STAGE2.CLIP_NUM", "1"]
@@ -159,8 +268,23 @@ def plan_stage2(ctx, device_augment=False):
         loop = ["--workers", "12", "--warmup", "5", "--iters", "24"]
         amps = ["bf16"] if device_augment else ["off", "bf16", "fp16"]
     extra = ["STAGE2.DEVICE_AUGMENT", "True"] if device_augment else []
-    return [[PY, S2E, "--device", ctx.device, "--dir", str(ctx.work), *ctx.sizes(), "--amp", *amps,
-             "--no-test", "--json", *loop, *extra]]
+    return [
+        [
+            PY,
+            S2E,
+            "--device",
+            ctx.device,
+            "--dir",
+            str(ctx.work),
+            *ctx.sizes(),
+            "--amp",
+            *amps,
+            "--no-test",
+            "--json",
+            *loop,
+            *extra,
+        ]
+    ]
 
 
 def read_stage2(ctx, text):
@@ -172,11 +296,16 @@ def read_stage2(ctx, text):
         if not (math.isfinite(r["loss_first"]) and math.isfinite(r["loss_last"])):
             raise Failed(f"AMP {r['amp']}: loss not finite ({r['loss_first']}, {r['loss_last']})")
         if r["optimizer_steps"] == 0:
-            raise Failed(f"AMP {r['amp']}: no optimizer step in {r['iterations']} timed iterations "
-                         f"(GradScaler scale {r['scaler_scale']})")
-    key = ", ".join(f"{r['amp']} {r['frames_per_s']:.0f} frames/s, wait "
-                    f"{100 * r['data_wait_share']:.0f}%, loss "
-                    f"{'falls' if r['loss_falling'] else 'flat'}" for r in rows)
+            raise Failed(
+                f"AMP {r['amp']}: no optimizer step in {r['iterations']} timed iterations "
+                f"(GradScaler scale {r['scaler_scale']})"
+            )
+    key = ", ".join(
+        f"{r['amp']} {r['frames_per_s']:.0f} frames/s, wait "
+        f"{100 * r['data_wait_share']:.0f}%, loss "
+        f"{'falls' if r['loss_falling'] else 'flat'}"
+        for r in rows
+    )
     return {"rows": rows, "key": key, "data_wait_share": max(r["data_wait_share"] for r in rows)}
 
 
@@ -185,13 +314,32 @@ def resume_opts(ctx, out, epochs):
     """The resume part's training overrides: an accumulation window (ACCUMULATE 3) across epochs."""
     dev = ["DEVICE", ctx.device, "STAGE2.AMP", "fp16" if ctx.cuda else "off"]
     # 4 iterations an epoch on the GPU (24 videos per class, 6 a batch), 2 with --quick
-    batch = ["STAGE2.BATCH_SIZE", "1", "STAGE2.CLIP_NUM", "1"] if ctx.quick else \
-        ["STAGE2.BATCH_SIZE", "6"]
-    return ["--cfg", CFG, *ctx.data_opts(), *dev, *batch, "MODEL.PRETRAINED", "",
-            "DATA.NUM_WORKERS", workers(ctx), "STAGE2.FREEZE_EPOCHS", "0",
-            "STAGE2.EVAL_PERIOD", "1", "STAGE2.EPOCHS", str(epochs),
-            "DATA.TEST_SPLIT", str(small_test_split(ctx)),
-            "OUTPUT_DIR", str(out)]
+    batch = (
+        ["STAGE2.BATCH_SIZE", "1", "STAGE2.CLIP_NUM", "1"]
+        if ctx.quick
+        else ["STAGE2.BATCH_SIZE", "6"]
+    )
+    return [
+        "--cfg",
+        CFG,
+        *ctx.data_opts(),
+        *dev,
+        *batch,
+        "MODEL.PRETRAINED",
+        "",
+        "DATA.NUM_WORKERS",
+        workers(ctx),
+        "STAGE2.FREEZE_EPOCHS",
+        "0",
+        "STAGE2.EVAL_PERIOD",
+        "1",
+        "STAGE2.EPOCHS",
+        str(epochs),
+        "DATA.TEST_SPLIT",
+        str(small_test_split(ctx)),
+        "OUTPUT_DIR",
+        str(out),
+    ]
 
 
 def child_resume(ctx):
@@ -216,9 +364,13 @@ def child_resume(ctx):
     def load(name):
         path = root / name / "checkpoints" / "last.pth"
         return torch.load(path, map_location="cpu", weights_only=True)
+
     ref = load("straight")
-    figures = {"amp": saved_cfg(ref).STAGE2.AMP, "global_step": ref["global_step"],
-               "deterministic_algorithms": ctx.cuda}
+    figures = {
+        "amp": saved_cfg(ref).STAGE2.AMP,
+        "global_step": ref["global_step"],
+        "deterministic_algorithms": ctx.cuda,
+    }
     for name in ("resumed", "again") if ctx.cuda else ("resumed",):
         same, diff = compare_states(ref, load(name))
         figures.update({f"{name}_bitwise": same, f"{name}_max_abs_diff": diff})
@@ -228,11 +380,17 @@ def child_resume(ctx):
 def compare_states(a, b):
     """-> (model, optimizer moments, GradScaler, step bitwise equal; max |a - b| of the model)."""
     import torch
+
     model = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
-    moments = [torch.equal(x[k], y[k]) for x, y in zip(a["optimizer"]["state"].values(),
-                                                       b["optimizer"]["state"].values()) for k in x]
-    diff = max(((a["model"][k].double() - b["model"][k].double()).abs().max().item()
-                for k in model), default=0.0)
+    moments = [
+        torch.equal(x[k], y[k])
+        for x, y in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())
+        for k in x
+    ]
+    diff = max(
+        ((a["model"][k].double() - b["model"][k].double()).abs().max().item() for k in model),
+        default=0.0,
+    )
     rest = (a["global_step"], a["scaler"]) == (b["global_step"], b["scaler"])
     same = not model and all(moments) and rest
     return same, diff
@@ -241,11 +399,18 @@ def compare_states(a, b):
 def read_resume(ctx, text):
     f = figures_of(text)
     if not f["resumed_bitwise"]:
-        noise = "" if f.get("again_bitwise") is not False else \
-            f" (two straight runs differ too, by {f['again_max_abs_diff']:.3g}: kernels not " \
-            "deterministic)"
-        raise Failed(f"the resumed run differs from the straight one: max |diff| "
-                     f"{f['resumed_max_abs_diff']:.3g}{noise}")
+        noise = (
+            ""
+            if f.get("again_bitwise") is not False
+            else (
+                f" (two straight runs differ too, by {f['again_max_abs_diff']:.3g}: kernels not "
+                "deterministic)"
+            )
+        )
+        raise Failed(
+            "the resumed run differs from the straight one: max |diff| "
+            f"{f['resumed_max_abs_diff']:.3g}{noise}"
+        )
     f["key"] = f"bitwise equal after {f['global_step']} iterations ({f['amp']})"
     return f
 
@@ -254,11 +419,30 @@ def read_resume(ctx, text):
 def plan_torchrun(ctx, sync_bn=False):
     if sync_bn and not ctx.cuda:
         return "needs CUDA (torch's SyncBatchNorm has no CPU kernel; train_stage2.py refuses it)"
-    opts = ["--cfg", CFG, *ctx.data_opts(), *([] if ctx.quick else TINY), "MODEL.PRETRAINED", "",
-            "DEVICE", ctx.device, "DATA.NUM_WORKERS", workers(ctx), "STAGE2.BATCH_SIZE", "2",
-            "STAGE2.EPOCHS", "1", "STAGE2.FREEZE_EPOCHS", "0", "STAGE2.SYNC_BN", str(sync_bn),
-            "DATA.TEST_SPLIT", str(small_test_split(ctx)),
-            "OUTPUT_DIR", str(ctx.work / ("sync_bn" if sync_bn else "torchrun"))]
+    opts = [
+        "--cfg",
+        CFG,
+        *ctx.data_opts(),
+        *([] if ctx.quick else TINY),
+        "MODEL.PRETRAINED",
+        "",
+        "DEVICE",
+        ctx.device,
+        "DATA.NUM_WORKERS",
+        workers(ctx),
+        "STAGE2.BATCH_SIZE",
+        "2",
+        "STAGE2.EPOCHS",
+        "1",
+        "STAGE2.FREEZE_EPOCHS",
+        "0",
+        "STAGE2.SYNC_BN",
+        str(sync_bn),
+        "DATA.TEST_SPLIT",
+        str(small_test_split(ctx)),
+        "OUTPUT_DIR",
+        str(ctx.work / ("sync_bn" if sync_bn else "torchrun")),
+    ]
     run = [PY, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
     backend = "nccl" if ctx.cuda else "gloo"
     tool = launch(str(ROOT / "tools" / "train_stage2.py"), *opts, group=backend)
@@ -270,8 +454,12 @@ def read_torchrun(ctx, text, sync_bn=False):
     results = ctx.work / ("sync_bn" if sync_bn else "torchrun") / "results.json"
     auc = json.loads(results.read_text())["test"]["auc"]
     layers = re.search(r"SyncBatchNorm layers: (\d+)", text)
-    f = {"backend": group.group(1), "world_size": int(group.group(2)), "test_auc": auc,
-         "sync_bn_layers": int(layers.group(1)) if layers else 0}
+    f = {
+        "backend": group.group(1),
+        "world_size": int(group.group(2)),
+        "test_auc": auc,
+        "sync_bn_layers": int(layers.group(1)) if layers else 0,
+    }
     if sync_bn and not f["sync_bn_layers"]:
         raise Failed("STAGE2.SYNC_BN True built no SyncBatchNorm layer")
     f["key"] = f"{f['backend']}, world size {f['world_size']}"
@@ -291,21 +479,42 @@ def child_test(ctx):
 
     from engine import evaluate
     from utils.config import load_cfg
-    gpu = [("cuda fp32", ctx.device, "off", False), ("cuda tf32", ctx.device, "off", True),
-           ("cuda bf16", ctx.device, "bf16", True)]
+
+    gpu = [
+        ("cuda fp32", ctx.device, "off", False),
+        ("cuda tf32", ctx.device, "off", True),
+        ("cuda bf16", ctx.device, "bf16", True),
+    ]
     cpu = [("cpu bf16", "cpu", "bf16", False)]
     scores, figures = {}, {}
     for name, device, amp, tf32 in [("cpu fp32", "cpu", "off", False)] + (gpu if ctx.cuda else cpu):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         out = ctx.work / "test" / name.replace(" ", "_")
         start = time.perf_counter()
-        cfg = load_cfg(CFG, [*ctx.data_opts(), "DATA.NUM_WORKERS", workers(ctx),
-                             "DATA.TEST_SPLIT", str(small_test_split(ctx)), "DEVICE", device,
-                             "STAGE2.AMP", amp, "TEST.CHECKPOINT", str(test_checkpoint(ctx)),
-                             "OUTPUT_DIR", str(out)])
+        cfg = load_cfg(
+            CFG,
+            [
+                *ctx.data_opts(),
+                "DATA.NUM_WORKERS",
+                workers(ctx),
+                "DATA.TEST_SPLIT",
+                str(small_test_split(ctx)),
+                "DEVICE",
+                device,
+                "STAGE2.AMP",
+                amp,
+                "TEST.CHECKPOINT",
+                str(test_checkpoint(ctx)),
+                "OUTPUT_DIR",
+                str(out),
+            ],
+        )
         metrics = evaluate.test(cfg)
-        figures[name] = {"seconds": time.perf_counter() - start, "clips": metrics["n_clips"],
-                         "auc": metrics["auc"]}
+        figures[name] = {
+            "seconds": time.perf_counter() - start,
+            "clips": metrics["n_clips"],
+            "auc": metrics["auc"],
+        }
         scores[name] = dict(np.load(out / "test_last_scores.npz"))
         if name != "cpu fp32":
             ref = scores["cpu fp32"]
@@ -316,8 +525,11 @@ def child_test(ctx):
 
 def read_test(ctx, text):
     f = figures_of(text)
-    bad = [f"{k}: {v['max_abs_diff']:.3g} > {v['tolerance']}" for k, v in f.items()
-           if "tolerance" in v and not v["max_abs_diff"] <= v["tolerance"]]
+    bad = [
+        f"{k}: {v['max_abs_diff']:.3g} > {v['tolerance']}"
+        for k, v in f.items()
+        if "tolerance" in v and not v["max_abs_diff"] <= v["tolerance"]
+    ]
     if bad:
         raise Failed("scores differ from the CPU's: " + "; ".join(bad))
     f["key"] = ", ".join(f"{k} {v['max_abs_diff']:.2g}" for k, v in f.items() if "tolerance" in v)
@@ -334,8 +546,10 @@ def plan_pipeline(ctx):
 
 
 def read_pipeline(ctx, text):
-    rows = {m.group(1).strip(): float(m.group(2)) for m in
-            re.finditer(r"^(\S.*?)\s+\d+\s+[\d.]+\s+([\d.]+|nan)\s*$", text, re.M)}
+    rows = {
+        m.group(1).strip(): float(m.group(2))
+        for m in re.finditer(r"^(\S.*?)\s+\d+\s+[\d.]+\s+([\d.]+|nan)\s*$", text, re.M)
+    }
     if not rows:
         raise Failed("benchmarks/data.py printed no row")
     f = {"frames_per_s": rows}
@@ -350,13 +564,17 @@ def read_pipeline(ctx, text):
 # ---------------------------------------------------------------------------------------- onnx
 def child_onnx(ctx):
     import importlib.util
+
     missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
     if missing:
-        reason = (f"{' and '.join(missing)} not installed (pip install -r "
-                  "requirements-optional.txt; onnxruntime-gpu for CUDA)")
+        reason = (
+            f"{' and '.join(missing)} not installed (pip install -r "
+            "requirements-optional.txt; onnxruntime-gpu for CUDA)"
+        )
         print(MARK + json.dumps({"skipped": reason}))
         return
     import onnxruntime as ort
+
     provider = "CUDAExecutionProvider" if ctx.cuda else "CPUExecutionProvider"
     if provider not in ort.get_available_providers():
         reason = f"onnxruntime has no {provider} (pip install onnxruntime-gpu)"
@@ -372,6 +590,7 @@ def onnx_parity(ctx, ort, provider):
 
     from engine import export
     from utils.config import load_cfg
+
     prefix, ckpt = ctx.work / "onnx" / "mist", str(test_checkpoint(ctx))
     cfg = load_cfg(CFG, ctx.data_opts())
     export.export_checkpoint(cfg, ckpt, str(prefix), formats="onnx")
@@ -384,8 +603,12 @@ def onnx_parity(ctx, ort, provider):
     ours = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     diff = max(float(np.abs(a - b).max()) for a, b in zip(ours, reference))
     allowed = ONNX_TOLERANCE * max(1.0, max(float(np.abs(b).max()) for b in reference))
-    return {"provider": session.get_providers()[0], "ort_tf32": tf32, "max_abs_diff": diff,
-            "allowed": allowed}
+    return {
+        "provider": session.get_providers()[0],
+        "ort_tf32": tf32,
+        "max_abs_diff": diff,
+        "allowed": allowed,
+    }
 
 
 def ort_session(ort, path, provider):

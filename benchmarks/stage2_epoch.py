@@ -27,6 +27,7 @@ on it; its clips/s is the call's wall time (model load and metrics included) ove
 --tiny: 1/8-width I3D on 72x96 frames (train 48x48, test 72x96) for the CPU. --json: the last line
 printed is one JSON object of every figure. Console lines come from rank 0 only.
 """
+
 import argparse
 import itertools
 import json
@@ -41,25 +42,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from benchmarks.stage1 import describe_machine  # noqa: E402
-from datasets.build import (load_splits, open_frame_source, stage2_train_dataset,  # noqa: E402
-                            stage2_transforms)
-from datasets.demo_videos import make_demo_videos  # noqa: E402
-from datasets.splits import read_split  # noqa: E402
-from engine import evaluate  # noqa: E402
-from engine import stage2  # noqa: E402
-from engine.fit import Best, payload  # noqa: E402
-from engine.frames_h5 import make_h5  # noqa: E402
-from utils import cli  # noqa: E402
-from utils import distributed as dist  # noqa: E402
-from utils.checkpoint import save_checkpoint  # noqa: E402
-from utils.config import load_cfg  # noqa: E402
-from utils.errors import ExistsError  # noqa: E402
-from utils.logger import setup_logger  # noqa: E402
-from utils.pseudo_labels import save_pseudo_labels  # noqa: E402
+from benchmarks.stage1 import describe_machine
+from datasets.build import load_splits, open_frame_source, stage2_train_dataset, stage2_transforms
+from datasets.demo_videos import make_demo_videos
+from datasets.splits import read_split
+from engine import evaluate
+from engine import stage2
+from engine.fit import Best, payload
+from engine.frames_h5 import make_h5
+from utils import cli
+from utils import distributed as dist
+from utils.checkpoint import save_checkpoint
+from utils.config import load_cfg
+from utils.errors import ExistsError
+from utils.logger import setup_logger
+from utils.pseudo_labels import save_pseudo_labels
 
 CLIP = 16
 CFG = ROOT / "configs" / "shanghaitech" / "i3d_stage2.yaml"
@@ -78,12 +78,24 @@ def make_data(out, videos, size, workers, test_videos=None):
     # a perfect stage 1: each segment's anomalous fraction; normal videos 0
     for name in (v.name for v in read_split(made["train_split"], "shanghaitech")):
         n = len(masks[name]) // CLIP if name in masks else None
-        pseudo[name] = masks[name][:n * CLIP].reshape(n, CLIP).mean(1) if n else np.zeros(1)
+        pseudo[name] = masks[name][: n * CLIP].reshape(n, CLIP).mean(1) if n else np.zeros(1)
     save_pseudo_labels(out / "pseudo_labels", pseudo)
-    opts = ["DATA.DATASET", "shanghaitech", "DATA.FRAMES", str(out / "frames.h5"),
-            "DATA.PSEUDO_LABELS", str(out / "pseudo_labels.npz"),
-            "DATA.TRAIN_SPLIT", made["train_split"], "DATA.TEST_SPLIT", made["test_split"],
-            "DATA.TEST_MASK_DIR", made["mask_dir"], "DATA.TRAIN_MASK_DIR", made["mask_dir"]]
+    opts = [
+        "DATA.DATASET",
+        "shanghaitech",
+        "DATA.FRAMES",
+        str(out / "frames.h5"),
+        "DATA.PSEUDO_LABELS",
+        str(out / "pseudo_labels.npz"),
+        "DATA.TRAIN_SPLIT",
+        made["train_split"],
+        "DATA.TEST_SPLIT",
+        made["test_split"],
+        "DATA.TEST_MASK_DIR",
+        made["mask_dir"],
+        "DATA.TRAIN_MASK_DIR",
+        made["mask_dir"],
+    ]
     made = {"videos": [videos, tests], "size": list(size), "opts": opts}
     (out / "opts.json").write_text(json.dumps(made))
     return opts
@@ -96,8 +108,10 @@ def prepare_data(folder, videos, test_videos, size, workers):
         return make_data(folder, videos, size, workers, test_videos)
     old = json.loads(made.read_text())
     if old["videos"] != [videos, test_videos] or old["size"] != list(size):
-        raise ExistsError(f"{folder} holds data of --videos/--test-videos {old['videos']} at "
-                          f"{old['size']}: use another --dir")
+        raise ExistsError(
+            f"{folder} holds data of --videos/--test-videos {old['videos']} at "
+            f"{old['size']}: use another --dir"
+        )
     return old["opts"]
 
 
@@ -151,8 +165,14 @@ def timed_iterations(trainer, loader, warmup, iters):
         loss = trainer.step(clips, labels)["loss"]
         end = clock(device)
         if i >= warmup:  # labels: (videos, clip_num, 2), whatever form the clips take
-            records.append({"wait": loaded - start, "seconds": end - start, "loss": loss,
-                            "clips": labels.shape[0] * labels.shape[1]})
+            records.append(
+                {
+                    "wait": loaded - start,
+                    "seconds": end - start,
+                    "loss": loss,
+                    "clips": labels.shape[0] * labels.shape[1],
+                }
+            )
     hook.remove()
     return records, steps[0]
 
@@ -166,18 +186,26 @@ def figures(trainer, records, steps, warmup, world):
     losses = [r["loss"] for r in records]
     half = max(1, len(losses) // 2)
     cuda = device.type == "cuda"
-    return {"amp": trainer.cfg.STAGE2.AMP, "warmup_iterations": warmup, "iterations": len(records),
-            "accumulate": acc, "windows_closed": len(records) // acc,
-            "pending_iterations": len(records) % acc, "optimizer_steps": steps,
-            "clips_per_iteration": round(dist.all_reduce_mean(records[0]["clips"], device) * world),
-            "ms_per_iter_median": statistics.median(ms), "ms_per_iter_mean": statistics.fmean(ms),
-            "clips_per_s": clips_s, "frames_per_s": CLIP * clips_s,
-            "data_wait_share": dist.all_reduce_mean(sum(r["wait"] for r in records) / total,
-                                                    device),
-            "loss_first": losses[0], "loss_last": losses[-1],
-            "loss_falling": statistics.fmean(losses[-half:]) < statistics.fmean(losses[:half]),
-            "scaler_scale": trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None,
-            "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None}
+    return {
+        "amp": trainer.cfg.STAGE2.AMP,
+        "warmup_iterations": warmup,
+        "iterations": len(records),
+        "accumulate": acc,
+        "windows_closed": len(records) // acc,
+        "pending_iterations": len(records) % acc,
+        "optimizer_steps": steps,
+        "clips_per_iteration": round(dist.all_reduce_mean(records[0]["clips"], device) * world),
+        "ms_per_iter_median": statistics.median(ms),
+        "ms_per_iter_mean": statistics.fmean(ms),
+        "clips_per_s": clips_s,
+        "frames_per_s": CLIP * clips_s,
+        "data_wait_share": dist.all_reduce_mean(sum(r["wait"] for r in records) / total, device),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+        "loss_falling": statistics.fmean(losses[-half:]) < statistics.fmean(losses[:half]),
+        "scaler_scale": trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None,
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+    }
 
 
 def test_row(opts, trainer, folder):
@@ -189,20 +217,44 @@ def test_row(opts, trainer, folder):
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    result = evaluate.test(load_cfg(CFG, ["OUTPUT_DIR", str(folder / f"test_{amp}"),
-                                          "TEST.CHECKPOINT", str(ckpt)] + opts))
+    result = evaluate.test(
+        load_cfg(
+            CFG, ["OUTPUT_DIR", str(folder / f"test_{amp}"), "TEST.CHECKPOINT", str(ckpt)] + opts
+        )
+    )
     seconds = time.perf_counter() - start
-    return {"checkpoint": str(ckpt), "test_clips": result["n_clips"], "test_seconds": seconds,
-            "test_clips_per_s": result["n_clips"] / seconds,
-            "test_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None}
+    return {
+        "checkpoint": str(ckpt),
+        "test_clips": result["n_clips"],
+        "test_seconds": seconds,
+        "test_clips_per_s": result["n_clips"] / seconds,
+        "test_peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+    }
 
 
 def run(amp, data_opts, args, folder, rank, world, device, logger):
     """One --amp: build, warm up, time -> row dict (+ the test figures on one process)."""
-    opts = data_opts + (TINY if args.tiny else []) + [
-        "MODEL.PRETRAINED", "", "DEVICE", str(device), "DATA.NUM_WORKERS", str(args.workers),
-        "STAGE2.AMP", amp, "STAGE2.BATCH_SIZE", str(args.batch), "STAGE2.FREEZE_EPOCHS", "0",
-        "STAGE2.CHANNELS_LAST", str(args.channels_last)] + args.opts
+    opts = (
+        data_opts
+        + (TINY if args.tiny else [])
+        + [
+            "MODEL.PRETRAINED",
+            "",
+            "DEVICE",
+            str(device),
+            "DATA.NUM_WORKERS",
+            str(args.workers),
+            "STAGE2.AMP",
+            amp,
+            "STAGE2.BATCH_SIZE",
+            str(args.batch),
+            "STAGE2.FREEZE_EPOCHS",
+            "0",
+            "STAGE2.CHANNELS_LAST",
+            str(args.channels_last),
+        ]
+        + args.opts
+    )
     cfg = load_cfg(CFG, opts + ["OUTPUT_DIR", str(folder / f"train_{amp}")])
     trainer, loader = build(cfg, rank, world, device, logger)
     acc = cfg.STAGE2.ACCUMULATE
@@ -215,28 +267,35 @@ def run(amp, data_opts, args, folder, rank, world, device, logger):
 
 
 def print_rows(rows, say):
-    say(f"\n{'amp':<5} {'iters':>5} {'steps':>5} {'ms/iter med':>11} {'mean':>7} {'clips/s':>8} "
+    say(
+        f"\n{'amp':<5} {'iters':>5} {'steps':>5} {'ms/iter med':>11} {'mean':>7} {'clips/s':>8} "
         f"{'frames/s':>9} {'wait':>5} {'peak GiB':>8} {'loss first':>10} {'last':>7} "
-        f"{'scale':>7} | {'test clips/s':>12}")
+        f"{'scale':>7} | {'test clips/s':>12}"
+    )
     for r in rows:
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
         scale = "-" if r["scaler_scale"] is None else f"{r['scaler_scale']:g}"
         test = f"{r['test_clips_per_s']:12.1f}" if "test_clips_per_s" in r else f"{'-':>12}"
-        say(f"{r['amp']:<5} {r['iterations']:>5} {r['optimizer_steps']:>5} "
+        say(
+            f"{r['amp']:<5} {r['iterations']:>5} {r['optimizer_steps']:>5} "
             f"{r['ms_per_iter_median']:>11.1f} {r['ms_per_iter_mean']:>7.1f} "
             f"{r['clips_per_s']:>8.1f} {r['frames_per_s']:>9.0f} "
             f"{100 * r['data_wait_share']:>4.0f}% {peak:>8} {r['loss_first']:>10.4f} "
-            f"{r['loss_last']:>7.4f} {scale:>7} | {test}")
+            f"{r['loss_last']:>7.4f} {scale:>7} | {test}"
+        )
     for r in rows:
         if r["pending_iterations"] or r["optimizer_steps"] != r["windows_closed"]:
-            say(f"{r['amp']}: {r['iterations']} iterations = {r['windows_closed']} ACCUMULATE "
+            say(
+                f"{r['amp']}: {r['iterations']} iterations = {r['windows_closed']} ACCUMULATE "
                 f"{r['accumulate']} windows ({r['optimizer_steps']} optimizer steps taken) + "
-                f"{r['pending_iterations']} iterations of an unfinished window")
+                f"{r['pending_iterations']} iterations of an unfinished window"
+            )
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add = parser.add_argument
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--amp", nargs="+", default=["off", "bf16", "fp16"], choices=["off", "bf16", "fp16"])
@@ -270,11 +329,16 @@ def main(argv=None):
         size = (72, 96) if args.tiny else (240, 320)
         tests = args.videos if args.test_videos is None else args.test_videos
         start = time.perf_counter()
-        made = prepare_data(folder / "data", args.videos, tests, size, max(1, args.workers)) \
-            if rank == 0 else None
+        made = (
+            prepare_data(folder / "data", args.videos, tests, size, max(1, args.workers))
+            if rank == 0
+            else None
+        )
         data_opts = dist.broadcast_object(made)
-        say(f"data: {2 * args.videos} train / {2 * tests} test videos at {size[0]}x{size[1]} in "
-            f"{time.perf_counter() - start:.0f} s")
+        say(
+            f"data: {2 * args.videos} train / {2 * tests} test videos at {size[0]}x{size[1]} in "
+            f"{time.perf_counter() - start:.0f} s"
+        )
         if args.data_only:
             return []
         if args.iters < 20:
@@ -284,8 +348,16 @@ def main(argv=None):
         rows = [run(amp, data_opts, args, folder, rank, world, device, logger) for amp in args.amp]
     print_rows(rows, say)
     if args.json:
-        say(json.dumps({"benchmark": "stage2_epoch", "device": str(device), "world_size": world,
-                        "rows": rows}))
+        say(
+            json.dumps(
+                {
+                    "benchmark": "stage2_epoch",
+                    "device": str(device),
+                    "world_size": world,
+                    "rows": rows,
+                }
+            )
+        )
     dist.cleanup()
     return rows
 

@@ -1,8 +1,8 @@
 """cfg -> the stage-1 data: splits, feature store, test ground truth, train masks.
 
-The one place that turns DATA.* keys into calls of the dataset modules (datasets/*.py take plain arguments).
-Each choice is one entry in a plain dict here (STAGE1_SAMPLERS).
-"""
+The one place that turns DATA.* keys into calls of the dataset modules (datasets/*.py take plain
+arguments). Each choice is one entry in a plain dict here (STAGE1_SAMPLERS)."""
+
 import logging
 from pathlib import Path
 
@@ -22,9 +22,14 @@ logger = logging.getLogger("mist")
 
 
 def load_splits(cfg, need_train=True):
-    """-> (train videos or None, test videos): list[Video] each, from DATA.TRAIN_SPLIT / DATA.TEST_SPLIT."""
+    """-> (train videos or None, test videos): list[Video] each, from DATA.TRAIN_SPLIT /
+    DATA.TEST_SPLIT."""
     test = read_split(cfg.DATA.TEST_SPLIT, cfg.DATA.DATASET, "DATA.TEST_SPLIT")
-    train = read_split(cfg.DATA.TRAIN_SPLIT, cfg.DATA.DATASET, "DATA.TRAIN_SPLIT") if need_train else None
+    train = (
+        read_split(cfg.DATA.TRAIN_SPLIT, cfg.DATA.DATASET, "DATA.TRAIN_SPLIT")
+        if need_train
+        else None
+    )
     return train, test
 
 
@@ -43,10 +48,19 @@ def _open_one(cfg, key, path, videos):
     if not path:
         raise NotFoundError(f"{key} is empty: set it to a feature h5 file or a feature list file")
     if not Path(path).exists():
-        raise NotFoundError(f"feature file {path} does not exist: set {key} to the feature h5 or list file "
-                                "(see Training_Guidelines.md for where to get them)")
-    return open_features(path, [v.name for v in videos], dim=cfg.DATA.FEATURE_DIM, l2_norm=cfg.DATA.L2_NORM,
-                         storage=cfg.DATA.STORAGE, crop=cfg.DATA.CROP, root=cfg.DATA.FEATURE_ROOT or None)
+        raise NotFoundError(
+            f"feature file {path} does not exist: set {key} to the feature h5 or list file "
+            "(see Training_Guidelines.md for where to get them)"
+        )
+    return open_features(
+        path,
+        [v.name for v in videos],
+        dim=cfg.DATA.FEATURE_DIM,
+        l2_norm=cfg.DATA.L2_NORM,
+        storage=cfg.DATA.STORAGE,
+        crop=cfg.DATA.CROP,
+        root=cfg.DATA.FEATURE_ROOT or None,
+    )
 
 
 def open_store(cfg, train_videos, test_videos=()):
@@ -67,7 +81,8 @@ def open_store(cfg, train_videos, test_videos=()):
 
 
 class SplitStores:
-    """Train videos from one FeatureStore, test videos from another, behind the FeatureStore interface."""
+    """Train videos from one FeatureStore, test videos from another, behind the FeatureStore
+    interface."""
 
     def __init__(self, train, test):
         self.train, self.test, self.dim = train, test, train.dim
@@ -98,33 +113,49 @@ class SplitStores:
 
 def test_ground_truth(cfg, videos):
     """{name: uint8 (n_frames,)} per-frame labels of the test videos."""
-    return frame_labels(videos, cfg.DATA.DATASET, mask_dir=cfg.DATA.TEST_MASK_DIR or None,
-                        annotation=cfg.DATA.TEST_ANNOTATION or None)
+    return frame_labels(
+        videos,
+        cfg.DATA.DATASET,
+        mask_dir=cfg.DATA.TEST_MASK_DIR or None,
+        annotation=cfg.DATA.TEST_ANNOTATION or None,
+    )
 
 
 def train_masks(cfg, videos):
-    """{name: uint8 (n_frames,)} for the abnormal train videos that have a mask in DATA.TRAIN_MASK_DIR."""
+    """{name: uint8 (n_frames,)} for the abnormal train videos that have a mask in
+    DATA.TRAIN_MASK_DIR."""
     if not cfg.DATA.TRAIN_MASK_DIR:
         return {}
     mask_dir = Path(cfg.DATA.TRAIN_MASK_DIR)
     abnormal = [v.name for v in videos if v.label == 1]
-    masks = {name: load_mask(mask_dir / f"{name}.npy") for name in abnormal if (mask_dir / f"{name}.npy").exists()}
-    logger.info("train masks: %d of %d abnormal train videos have one in %s", len(masks), len(abnormal), mask_dir)
+    masks = {
+        name: load_mask(mask_dir / f"{name}.npy")
+        for name in abnormal
+        if (mask_dir / f"{name}.npy").exists()
+    }
+    logger.info(
+        "train masks: %d of %d abnormal train videos have one in %s",
+        len(masks),
+        len(abnormal),
+        mask_dir,
+    )
     return masks
 
 
 def _mist_sampler(cfg, store, normal, abnormal, rng):
     """MIST sub-bags: PART_NUM sub-bags of PART_LEN clips per video (datasets/bags.py)."""
     s1 = cfg.STAGE1
-    return BagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN,
-                      s1.SAMPLING, rng)
+    return BagSampler(
+        store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, s1.PART_LEN, s1.SAMPLING, rng
+    )
 
 
 def _sultani_sampler(cfg, store, normal, abnormal, rng):
     """Sultani's bags: PART_NUM mean-pooled segments per video (datasets/segments.py)."""
     s1 = cfg.STAGE1
-    return SegmentBagSampler(store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng,
-                             cfg.DATA.L2_NORM)
+    return SegmentBagSampler(
+        store, normal, abnormal, s1.BATCH_SIZE, s1.PART_NUM, rng, cfg.DATA.L2_NORM
+    )
 
 
 # STAGE1.METHOD -> (cfg, store, normal names, abnormal names, rng) -> sampler with iter_rows(dedup)
@@ -140,9 +171,12 @@ def build_stage1_sampler(cfg, store, videos, rng):
 
 
 def check_test_coverage(cfg, store, videos, labels):
-    """Fails before training, not at the first evaluation, when clip scores would outrun a video's GT."""
+    """Fails before training, not at the first evaluation, when clip scores would outrun a video's
+    GT."""
     zeros = {v.name: np.zeros(store.num_clips(v.name)) for v in videos}
-    expand_to_frames(zeros, labels, [v.name for v in videos], cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS)
+    expand_to_frames(
+        zeros, labels, [v.name for v in videos], cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS
+    )
 
 
 def open_frame_source(cfg, videos):
@@ -150,65 +184,88 @@ def open_frame_source(cfg, videos):
     from datasets.frames import open_frames
 
     if not cfg.DATA.FRAMES:
-        raise NotFoundError("DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder")
+        raise NotFoundError(
+            "DATA.FRAMES is empty: set it to a frames h5 (tools/make_h5.py) or a video folder"
+        )
     if not Path(cfg.DATA.FRAMES).exists():
         raise NotFoundError(f"DATA.FRAMES {cfg.DATA.FRAMES} does not exist")
-    frames = open_frames(cfg.DATA.FRAMES, kind=cfg.DATA.FRAMES_KIND, names=[v.name for v in videos],
-                         root=cfg.DATA.FRAMES_ROOT or None)
+    frames = open_frames(
+        cfg.DATA.FRAMES,
+        kind=cfg.DATA.FRAMES_KIND,
+        names=[v.name for v in videos],
+        root=cfg.DATA.FRAMES_ROOT or None,
+    )
     short = [v.name for v in videos if frames.num_segments(v.name) < 1]
     if short:
-        raise InputError(f"{len(short)} video(s) have fewer than {frames.segment_len} frames, so no clip can be cut "
-                         f"from them: {short[:5]}; drop them from the split files")
+        raise InputError(
+            f"{len(short)} video(s) have fewer than {frames.segment_len} frames, so no clip can be"
+            f" cut from them: {short[:5]}; drop them from the split files"
+        )
     return frames
 
 
 def check_device_augment(cfg):
-    """STAGE2.DEVICE_AUGMENT decodes the JPEGs stored in a frames h5: refused at start for raw videos."""
+    """STAGE2.DEVICE_AUGMENT decodes the JPEGs stored in a frames h5: refused at start for raw
+    videos."""
     import h5py
 
     frames = Path(cfg.DATA.FRAMES)
-    is_h5 = cfg.DATA.FRAMES_KIND == "h5" or (cfg.DATA.FRAMES_KIND == "auto" and frames.is_file()
-                                            and h5py.is_hdf5(frames))
+    is_h5 = cfg.DATA.FRAMES_KIND == "h5" or (
+        cfg.DATA.FRAMES_KIND == "auto" and frames.is_file() and h5py.is_hdf5(frames)
+    )
     if cfg.STAGE2.DEVICE_AUGMENT and frames.exists() and not is_h5:
-        raise InputError(f"STAGE2.DEVICE_AUGMENT True decodes the JPEGs stored in a frames h5, but DATA.FRAMES "
-                         f"{frames} holds videos: convert them with tools/make_h5.py and set DATA.FRAMES to the h5, "
-                         "or set STAGE2.DEVICE_AUGMENT False")
+        raise InputError(
+            "STAGE2.DEVICE_AUGMENT True decodes the JPEGs stored in a frames h5, but DATA.FRAMES"
+            f" {frames} holds videos: convert them with tools/make_h5.py and set DATA.FRAMES to the"
+            " h5, or set STAGE2.DEVICE_AUGMENT False"
+        )
 
 
 def _size(values):
-    """[] -> None (backbone default); [h, w, crop] -> ((h, w), crop); [h, w] -> ((h, w), min(h, w))."""
+    """[] -> None (backbone default); [h, w, crop] -> ((h, w), crop); [h, w] -> ((h, w), min(h,
+    w))."""
     if not values:
         return None
     return (int(values[0]), int(values[1])), int(values[2]) if len(values) == 3 else min(values[:2])
 
 
 def stage2_transforms(cfg):
-    """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys (the train
-    transform returns uint8 clips with STAGE2.UINT8_INPUT: tools/train_stage2.py normalises them on its device)."""
+    """-> (train transform, test transform) for MODEL.BACKBONE, DATA.DATASET and the size keys (the
+    train transform returns uint8 clips with STAGE2.UINT8_INPUT: tools/train_stage2.py normalises
+    them on its device)."""
     from datasets.transforms import TrainTransform
 
-    if cfg.STAGE2.DEVICE_AUGMENT:  # decoded and augmented on the training device (datasets/device_augment.py)
+    # decoded and augmented on the training device (datasets/device_augment.py)
+    if cfg.STAGE2.DEVICE_AUGMENT:
         from datasets.device_augment import JpegTrainTransform
 
         train = JpegTrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE))
     else:
-        train = TrainTransform(cfg.MODEL.BACKBONE, size=_size(cfg.DATA.TRAIN_SIZE),
-                               normalise=not cfg.STAGE2.UINT8_INPUT)
+        train = TrainTransform(
+            cfg.MODEL.BACKBONE,
+            size=_size(cfg.DATA.TRAIN_SIZE),
+            normalise=not cfg.STAGE2.UINT8_INPUT,
+        )
     return train, test_transform(cfg)
 
 
 def test_transform(cfg, backbone=None, dataset=None, ten_crop=None, size=None):
-    """-> the test transform of MODEL.BACKBONE, DATA.DATASET, TEST.TEN_CROP and DATA.TEST_SIZE, any of them
-    replaced by a plain value (e.g. the backbone of a checkpoint): no cloned config needed."""
+    """-> the test transform of MODEL.BACKBONE, DATA.DATASET, TEST.TEN_CROP and DATA.TEST_SIZE, any
+    of them replaced by a plain value (e.g. the backbone of a checkpoint): no cloned config
+    needed."""
     from datasets.transforms import TestTransform
 
-    return TestTransform(backbone or cfg.MODEL.BACKBONE, dataset or cfg.DATA.DATASET,
-                         ten_crop=cfg.TEST.TEN_CROP if ten_crop is None else ten_crop,
-                         size=_size(cfg.DATA.TEST_SIZE if size is None else size))
+    return TestTransform(
+        backbone or cfg.MODEL.BACKBONE,
+        dataset or cfg.DATA.DATASET,
+        ten_crop=cfg.TEST.TEN_CROP if ten_crop is None else ten_crop,
+        size=_size(cfg.DATA.TEST_SIZE if size is None else size),
+    )
 
 
 def stage2_train_dataset(cfg, frames, videos, transform):
-    """ClipDataset of the train videos with the pseudo-labels of DATA.PSEUDO_LABELS (none for HARD_LABELS)."""
+    """ClipDataset of the train videos with the pseudo-labels of DATA.PSEUDO_LABELS (none for
+    HARD_LABELS)."""
     from datasets.clips import ClipDataset
     from utils.pseudo_labels import load_score_dict
 
@@ -216,11 +273,23 @@ def stage2_train_dataset(cfg, frames, videos, transform):
     pseudo = None
     if not s2.HARD_LABELS:
         if not cfg.DATA.PSEUDO_LABELS:
-            raise NotFoundError("DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
-                                    "the authors' *_PLs.npy), or set STAGE2.HARD_LABELS True for the w/o-PLs ablation")
+            raise NotFoundError(
+                "DATA.PSEUDO_LABELS is empty: set it to a stage-1 run's pseudo_labels.npz (or "
+                "the authors' *_PLs.npy), or set STAGE2.HARD_LABELS True for the w/o-PLs ablation"
+            )
         pseudo = load_score_dict(cfg.DATA.PSEUDO_LABELS)
-    if getattr(transform, "reads_jpegs", False) and videos:  # STAGE2.DEVICE_AUGMENT: refused now, not in a worker
+    # STAGE2.DEVICE_AUGMENT: refused now, not in a worker
+    if getattr(transform, "reads_jpegs", False) and videos:
         frames.read_jpegs(videos[0].name, 0, 1)
-    return ClipDataset(frames, videos, pseudo, transform, clip_num=s2.CLIP_NUM, label_mode=s2.LABEL_MODE,
-                       normal_label=s2.NORMAL_LABEL, hard_labels=s2.HARD_LABELS, seed=cfg.SEED,
-                       pl_tolerance=s2.PL_TOLERANCE)
+    return ClipDataset(
+        frames,
+        videos,
+        pseudo,
+        transform,
+        clip_num=s2.CLIP_NUM,
+        label_mode=s2.LABEL_MODE,
+        normal_label=s2.NORMAL_LABEL,
+        hard_labels=s2.HARD_LABELS,
+        seed=cfg.SEED,
+        pl_tolerance=s2.PL_TOLERANCE,
+    )

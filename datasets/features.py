@@ -1,26 +1,28 @@
 """Pre-extracted clip features, read compactly from the two public layouts (docs/REFERENCE.md §1.1).
 
 Layouts (detected by content, `h5py.is_hdf5`):
-  official MIST h5   one file, dataset '<video>.npy' per video, float (n_clips, D); train and test together.
-  RTFM-style list    a .list/.txt file, one path per line to a per-video .npy of shape (n_clips, crops, D)
-                     or (n_clips, D); basenames like '01_0014_i3d.npy'. XD-Violence lists one file per crop
-                     ('<video>__0.npy' ... '__4.npy'); those are stacked on a crop axis. crop=-1 averages
-                     the crops, crop=k keeps crop k.
-Video names are canonical: no directory, no extension, no '_i3d'/'_c3d' and no '__k' suffix (`canonical_name`).
+  official MIST h5   one file, dataset '<video>.npy' per video, float (n_clips, D); train and test
+                     together.
+  RTFM-style list    a .list/.txt file, one path per line to a per-video .npy of shape (n_clips,
+                     crops, D) or (n_clips, D); basenames like '01_0014_i3d.npy'. XD-Violence lists
+                     one file per crop ('<video>__0.npy' ... '__4.npy'); those are stacked on a crop
+                     axis. crop=-1 averages the crops, crop=k keeps crop k.
+Video names are canonical: no directory, no extension, no '_i3d'/'_c3d' and no '__k' suffix
+(`canonical_name`).
 
-Storage modes and what they cost (UCF-Crime C3D in one h5: 1,610 train + 290 test videos = 859,635 clips
-x 4096 = 14.1 GB (13.1 GiB) as float32; the 790,271 train clips alone are 12.9 GB):
+Storage modes and what they cost (UCF-Crime C3D in one h5: 1,610 train + 290 test videos = 859,635
+clips x 4096 = 14.1 GB (13.1 GiB) as float32; the 790,271 train clips alone are 12.9 GB):
   "memory"   one float32 array + row offsets: 14.1 GB of RAM. Fastest gather (one fancy index).
-  "float16"  the same array in float16: 7.0 GB. L2 norm is applied in float32 before the cast; rows are
-             converted back to float32 per batch (relative error <= 2**-11).
-  "lazy"     no features held (memory_bytes() == 0): each gather reads the rows it needs from the h5 or
-             from np.load(mmap_mode='r'). A 40+40 x 224-clip C3D batch is 80 x 224 x 4096 x 4 B = 294 MB of
-             output plus one transient read per video, so stage 1 on UCF C3D runs within a few GB.
-             Lazy mode keeps the h5 file open: use it with DataLoader(num_workers=0).
-`benchmarks/feature_memory.py` measures peak RSS and gather time of each mode.
-L2 normalisation (l2_norm=True) is applied identically by get/gather/iter_batches, so training, evaluation
-and pseudo-labels see the same features (the official code normalised only at test time, §6.22).
-"""
+  "float16"  the same array in float16: 7.0 GB. L2 norm is applied in float32 before the cast; rows
+             are converted back to float32 per batch (relative error <= 2**-11).
+  "lazy"     no features held (memory_bytes() == 0): each gather reads the rows it needs from the h5
+             or from np.load(mmap_mode='r'). A 40+40 x 224-clip C3D batch is 80 x 224 x 4096 x 4 B =
+             294 MB of output plus one transient read per video, so stage 1 on UCF C3D runs within a
+             few GB. Lazy mode keeps the h5 file open: use it with DataLoader(num_workers=0).
+`benchmarks/feature_memory.py` measures peak RSS and gather time of each mode. L2 normalisation
+(l2_norm=True) is applied identically by get/gather/iter_batches, so training, evaluation and
+pseudo-labels see the same features (the official code normalised only at test time, §6.22)."""
+
 import logging
 import os
 from collections import Counter
@@ -29,7 +31,12 @@ import h5py
 import numpy as np
 
 from datasets.feature_sources import (  # noqa: F401  canonical_name is public API
-    _H5Source, _ListSource, _check_finite, _l2_normalise, canonical_name)
+    _H5Source,
+    _ListSource,
+    _check_finite,
+    _l2_normalise,
+    canonical_name,
+)
 from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
 
 logger = logging.getLogger("mist.features")
@@ -38,22 +45,25 @@ logger = logging.getLogger("mist.features")
 STORAGES = {"memory": np.float32, "float16": np.float16, "lazy": None}
 # layout -> reader class (datasets/feature_sources.py), picked from the file's content by _layout
 LAYOUTS = {"h5": _H5Source, "list": _ListSource}
-_SPARSE_READ = 4  # lazy gather: when a video's index span exceeds 4 x the rows wanted, read only those rows
+# lazy gather: when a video's index span exceeds 4 x the rows wanted, read only those rows
+_SPARSE_READ = 4
 _SHOWN = 5  # missing names / files listed in an error message before "... and N more"
 
 
 class FeatureStore:
-    """Features of a fixed list of videos, held or read as `storage` says (see the module docstring).
+    """Features of a fixed list of videos, held or read as `storage` says (see the module
+    docstring).
 
     dim: D after crop handling; names: the videos held, in the order requested. Every method returns
-    fresh float32 arrays (callers may modify them), L2-normalised when the store was opened with l2_norm.
-    """
+    fresh float32 arrays (callers may modify them), L2-normalised when the store was opened with
+    l2_norm."""
 
     def __init__(self, source, names, lengths, dim, l2_norm=False, storage="memory", crop=-1):
         self.names, self.dim, self.storage = list(names), int(dim), storage
         self._source, self._l2, self._crop = source, bool(l2_norm), crop
         self._lengths = np.asarray(lengths, dtype=np.int64)
-        self._offsets = np.concatenate([[0], np.cumsum(self._lengths)])  # video i = rows offsets[i]:offsets[i+1]
+        # video i = rows offsets[i]:offsets[i+1]
+        self._offsets = np.concatenate([[0], np.cumsum(self._lengths)])
         self._index = {name: i for i, name in enumerate(self.names)}
         self._data = None
         if STORAGES[storage] is not None:
@@ -63,20 +73,26 @@ class FeatureStore:
                 self.close()
 
     def _load_all(self, dtype):
-        """-> (total_clips, D) `dtype`: each video read once, checked and normalised in float32, then cast."""
+        """-> (total_clips, D) `dtype`: each video read once, checked and normalised in float32,
+        then cast."""
         data = np.empty((int(self._offsets[-1]), self.dim), dtype=dtype)
         for name, a, b in zip(self.names, self._offsets[:-1], self._offsets[1:]):
             with np.errstate(over="ignore"):  # float16 overflow becomes inf, caught just below
                 data[a:b] = self._finish(self._read(name, slice(None)))
             if dtype == np.float16 and not np.isfinite(data[a:b].sum(dtype=np.float64)):
-                raise InputError(f"{self._source.where(name)}: values beyond the float16 range (65504); "
-                                 "use storage='memory' or l2_norm=True")
+                raise InputError(
+                    f"{self._source.where(name)}: values beyond the float16 range (65504); "
+                    "use storage='memory' or l2_norm=True"
+                )
         return data
 
     def _read(self, name, rows):
-        """rows: slice or sorted unique ints -> float32 (n, D) read from the source, NaN/inf-checked."""
+        """rows: slice or sorted unique ints -> float32 (n, D) read from the source,
+        NaN/inf-checked."""
         if self._source is None:
-            raise RuntimeError(f"this lazy FeatureStore was closed; reopen it with open_features to read '{name}'")
+            raise RuntimeError(
+                f"this lazy FeatureStore was closed; reopen it with open_features to read '{name}'"
+            )
         x = self._source.read(name, rows, self._crop)
         _check_finite(x, self._source.where(name))
         return x
@@ -89,8 +105,10 @@ class FeatureStore:
         missing = [n for n in names if n not in self._index]
         if missing:
             more = f" ... and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-            raise MissingKeyError(f"videos {missing[:_SHOWN]}{more} are not in this FeatureStore ({len(self.names)} "
-                           "videos); add them to the names passed to open_features")
+            raise MissingKeyError(
+                f"videos {missing[:_SHOWN]}{more} are not in this FeatureStore ({len(self.names)} "
+                "videos); add them to the names passed to open_features"
+            )
         return np.array([self._index[n] for n in names], dtype=np.int64)
 
     def __len__(self):
@@ -106,11 +124,12 @@ class FeatureStore:
         """-> float32 (n_clips, D), every clip of one video."""
         i = self._vids([name])[0]
         if self._data is not None:
-            return self._data[self._offsets[i]:self._offsets[i + 1]].astype(np.float32)
+            return self._data[self._offsets[i] : self._offsets[i + 1]].astype(np.float32)
         return self._finish(self._read(name, slice(None)))
 
     def gather(self, names, idx):
-        """names: B videos; idx: B int arrays of one length k -> float32 (B, k, D), rows idx[i] of names[i]."""
+        """names: B videos; idx: B int arrays of one length k -> float32 (B, k, D), rows idx[i] of
+        names[i]."""
         idx = [np.asarray(i) for i in idx]
         if len({i.shape for i in idx}) > 1 or any(i.ndim != 1 for i in idx):
             shapes = sorted({i.shape for i in idx})
@@ -118,11 +137,14 @@ class FeatureStore:
         return self.gather_rows(names, idx).reshape(len(names), len(idx[0]) if idx else 0, self.dim)
 
     def gather_rows(self, names, idx):
-        """names: B videos; idx: B 1-D int arrays of any lengths -> float32 (sum of lengths, D): rows idx[0]
-        of names[0], then rows idx[1] of names[1], ... (memory storage: one fancy index, one copy)."""
+        """names: B videos; idx: B 1-D int arrays of any lengths -> float32 (sum of lengths, D):
+        rows idx[0] of names[0], then rows idx[1] of names[1], ... (memory storage: one fancy index,
+        one copy)."""
         vids, flat, lengths = self._check_index(names, idx)
         if self._data is not None:
-            return self._data[np.repeat(self._offsets[vids], lengths) + flat].astype(np.float32, copy=False)
+            return self._data[np.repeat(self._offsets[vids], lengths) + flat].astype(
+                np.float32, copy=False
+            )
         out = np.empty((len(flat), self.dim), dtype=np.float32)
         ends = np.cumsum(lengths)
         for name, a, b in zip(names, ends - lengths, ends):
@@ -131,13 +153,16 @@ class FeatureStore:
         return out
 
     def _check_index(self, names, idx):
-        """-> (vids (B,), concatenated idx int64, lengths (B,)); non-integer or out-of-range indices raise."""
+        """-> (vids (B,), concatenated idx int64, lengths (B,)); non-integer or out-of-range indices
+        raise."""
         if len(names) != len(idx):
             raise InputError(f"gather got {len(names)} names but {len(idx)} index arrays")
         vids = self._vids(names)
         idx = [np.asarray(i) for i in idx]
         if any(i.ndim != 1 for i in idx):
-            raise InputError(f"gather needs 1-D index arrays; got shapes {sorted({i.shape for i in idx})}")
+            raise InputError(
+                f"gather needs 1-D index arrays; got shapes {sorted({i.shape for i in idx})}"
+            )
         flat = np.concatenate(idx) if idx else np.empty(0, np.int64)
         if flat.size and not np.issubdtype(flat.dtype, np.integer):
             raise TypeError(f"gather indices must be integers, got dtype {flat.dtype}")
@@ -146,10 +171,13 @@ class FeatureStore:
         owner = np.repeat(np.arange(len(idx)), lengths)
         limit = self._lengths[vids][owner]
         bad = np.flatnonzero((flat < 0) | (flat >= limit))
-        if bad.size:  # a row past a video's end would silently read the next video in the concatenated array
+        # a row past a video's end would silently read the next video in the concatenated array
+        if bad.size:
             i = owner[bad[0]]
-            raise OutOfRangeError(f"clip index {flat[bad[0]]} is out of range for video '{names[i]}' with "
-                             f"{self._lengths[vids[i]]} clips (gather row {i}); indices must lie in [0, n_clips)")
+            raise OutOfRangeError(
+                f"clip index {flat[bad[0]]} is out of range for video '{names[i]}' with "
+                f"{self._lengths[vids[i]]} clips (gather row {i}); indices must lie in [0, n_clips)"
+            )
         return vids, flat, lengths
 
     def _read_rows(self, name, ix):
@@ -162,8 +190,9 @@ class FeatureStore:
         return self._finish(self._read(name, uniq)[inverse])
 
     def iter_batches(self, names=None, max_rows=65536):
-        """Yield (video names, float32 (rows, D), lengths int64 (n_videos,)) covering every clip of `names`
-        (default: all) once, in order, at most max_rows rows per batch; a longer video comes alone."""
+        """Yield (video names, float32 (rows, D), lengths int64 (n_videos,)) covering every clip of
+        `names` (default: all) once, in order, at most max_rows rows per batch; a longer video comes
+        alone."""
         if max_rows < 1:
             raise InputError(f"max_rows must be >= 1, got {max_rows}")
         names = self.names if names is None else list(names)
@@ -171,20 +200,26 @@ class FeatureStore:
         lengths = self._lengths[vids]
         start = 0
         for stop in _batch_ends(lengths, max_rows):
-            yield names[start:stop], self._concat(names[start:stop], vids[start:stop]), lengths[start:stop].copy()
+            yield (
+                names[start:stop],
+                self._concat(names[start:stop], vids[start:stop]),
+                lengths[start:stop].copy(),
+            )
             start = stop
 
     def _concat(self, names, vids):
-        """-> float32 (sum of lengths, D): every clip of the videos, concatenated. When the videos lie one after
-        another in the memory array, as a split's videos do, this is a view of it (no copy): do not write to it."""
+        """-> float32 (sum of lengths, D): every clip of the videos, concatenated. When the videos
+        lie one after another in the memory array, as a split's videos do, this is a view of it (no
+        copy): do not write to it."""
         if self._data is not None and self._data.dtype == np.float32 and np.all(np.diff(vids) == 1):
-            return self._data[self._offsets[vids[0]]:self._offsets[vids[-1] + 1]]
+            return self._data[self._offsets[vids[0]] : self._offsets[vids[-1] + 1]]
         if self._data is not None:  # one copy; float16 is converted on the way
-            parts = [self._data[self._offsets[v]:self._offsets[v + 1]] for v in vids]
+            parts = [self._data[self._offsets[v] : self._offsets[v + 1]] for v in vids]
             return np.concatenate(parts, dtype=np.float32)
         ends = np.cumsum(self._lengths[vids])
         out = np.empty((int(ends[-1]), self.dim), dtype=np.float32)
-        for name, a, b in zip(names, ends - self._lengths[vids], ends):  # read straight into the batch
+        # read straight into the batch
+        for name, a, b in zip(names, ends - self._lengths[vids], ends):
             out[a:b] = self.get(name)
         return out
 
@@ -193,7 +228,8 @@ class FeatureStore:
         return 0 if self._data is None else int(self._data.nbytes)
 
     def close(self):
-        """Release the source file (lazy mode holds the h5 open); memory modes close it after loading."""
+        """Release the source file (lazy mode holds the h5 open); memory modes close it after
+        loading."""
         if self._source is not None:
             self._source.close()
             self._source = None
@@ -205,12 +241,15 @@ class FeatureStore:
         self.close()
 
     def __repr__(self):
-        return (f"FeatureStore({len(self.names)} videos, {int(self._offsets[-1])} clips, D={self.dim}, "
-                f"storage={self.storage!r}, l2_norm={self._l2}, {self.memory_bytes() / 2**20:.1f} MiB)")
+        return (
+            f"FeatureStore({len(self.names)} videos, {int(self._offsets[-1])} clips, D={self.dim}, "
+            f"storage={self.storage!r}, l2_norm={self._l2}, {self.memory_bytes() / 2**20:.1f} MiB)"
+        )
 
 
 def _batch_ends(lengths, max_rows):
-    """Greedy batch boundaries: exclusive end indices so each batch sums to <= max_rows (or is one video)."""
+    """Greedy batch boundaries: exclusive end indices so each batch sums to <= max_rows (or is one
+    video)."""
     ends, rows = [], 0
     for i, n in enumerate(lengths):
         if rows and rows + n > max_rows:
@@ -234,9 +273,13 @@ def _check_args(path, names, storage, crop):
         raise InputError(f"video names must be non-empty strings; got {bad[:_SHOWN]}")
     if len(set(names)) != len(names):
         dup = sorted(n for n, c in Counter(names).items() if c > 1)
-        raise InputError(f"video names repeat ({dup[:_SHOWN]}, {len(dup)} in all); request each video once")
+        raise InputError(
+            f"video names repeat ({dup[:_SHOWN]}, {len(dup)} in all); request each video once"
+        )
     if not os.path.isfile(path):
-        raise NotFoundError(f"feature file {path} does not exist (an .h5 file or a .list of .npy paths)")
+        raise NotFoundError(
+            f"feature file {path} does not exist (an .h5 file or a .list of .npy paths)"
+        )
     return names
 
 
@@ -247,7 +290,9 @@ def _layout(path):
     if str(path).lower().endswith((".h5", ".hdf5")):
         raise InputError(f"{path} is not a valid HDF5 file (truncated download?)")
     if str(path).lower().endswith(".npy"):
-        raise InputError(f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video")
+        raise InputError(
+            f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video"
+        )
     return "list"
 
 
@@ -262,22 +307,26 @@ def _lengths_and_dim(source, names, dim, crop, path):
     expected = int(shapes[0, 1]) if dim is None else int(dim)
     bad = np.flatnonzero(shapes[:, 1] != expected)
     if bad.size and dim is None:
-        raise InputError(f"{path}: videos disagree on the feature dimension: {source.where(names[0])} has "
-                         f"D={expected}, {source.where(names[bad[0]])} has D={shapes[bad[0], 1]}")
+        raise InputError(
+            f"{path}: videos disagree on the feature dimension: {source.where(names[0])} has "
+            f"D={expected}, {source.where(names[bad[0]])} has D={shapes[bad[0], 1]}"
+        )
     if bad.size:
-        raise InputError(f"{source.where(names[bad[0]])}: feature dimension {shapes[bad[0], 1]} but expected {dim} "
-                         f"({bad.size} of {len(names)} videos differ); set DATA.FEATURE_DIM to the file's "
-                         "dimension or point to the matching feature file")
+        raise InputError(
+            f"{source.where(names[bad[0]])}: feature dimension {shapes[bad[0], 1]} but expected"
+            f" {dim} ({bad.size} of {len(names)} videos differ); set DATA.FEATURE_DIM to the file's"
+            " dimension or point to the matching feature file"
+        )
     return shapes[:, 0], expected
 
 
 def open_features(path, names, dim=None, l2_norm=False, storage="memory", crop=-1, root=None):
     """Open the features of `names` (canonical video names, from the split files) -> FeatureStore.
 
-    path: official-layout .h5 or RTFM list file; dim: expected D (None: from the data); l2_norm: divide
-    each clip by its L2 norm; storage: 'memory' | 'float16' | 'lazy'; crop: -1 averages crops, k keeps
-    crop k; root: folder that relative list paths resolve against (default: the list file's folder).
-    """
+    path: official-layout .h5 or RTFM list file; dim: expected D (None: from the data); l2_norm:
+    divide each clip by its L2 norm; storage: 'memory' | 'float16' | 'lazy'; crop: -1 averages
+    crops, k keeps crop k; root: folder that relative list paths resolve against (default: the list
+    file's folder)."""
     names = _check_args(path, names, storage, crop)
     source = _open_source(path, names, root, crop)
     try:
@@ -292,19 +341,29 @@ def open_features(path, names, dim=None, l2_norm=False, storage="memory", crop=-
 
 def write_h5_features(path, features):
     """features: {video: float array (n_clips, D)} (any Mapping) -> official-layout h5 at `path`:
-    keys '<video>.npy', float32. Written to path + '.tmp' and renamed, so a crash never leaves half a file."""
+    keys '<video>.npy', float32. Written to path + '.tmp' and renamed, so a crash never leaves half
+    a file."""
     path = str(path)
     tmp = path + ".tmp"
     try:
         with h5py.File(tmp, "w") as f:
             for name, array in features.items():
-                if not isinstance(name, str) or not name or "/" in name or canonical_name(name) != name:
-                    raise InputError(f"write_h5_features: {name!r} is not a canonical video name "
-                                     f"(e.g. '01_0014'); the '.npy' key suffix is added here")
+                if (
+                    not isinstance(name, str)
+                    or not name
+                    or "/" in name
+                    or canonical_name(name) != name
+                ):
+                    raise InputError(
+                        f"write_h5_features: {name!r} is not a canonical video name "
+                        "(e.g. '01_0014'); the '.npy' key suffix is added here"
+                    )
                 array = np.asarray(array, dtype=np.float32)
                 if array.ndim not in (2, 3):
-                    raise InputError(f"write_h5_features: video '{name}' has shape {array.shape}; "
-                                     "expected (n_clips, D)")
+                    raise InputError(
+                        f"write_h5_features: video '{name}' has shape {array.shape}; "
+                        "expected (n_clips, D)"
+                    )
                 f.create_dataset(f"{name}.npy", data=array)
         os.replace(tmp, path)
     except BaseException:

@@ -7,6 +7,7 @@ order of reports (engine/evaluate.py, engine/visualize.py) look the dataset up h
 Adding a dataset = one DatasetSpec entry in DATASETS + configs/<name>/*.yaml + data/<name>/ (its
 splits and annotations). This module imports no other dataset module, so all of them can import it.
 """
+
 import re
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +18,7 @@ from utils.errors import InputError
 @dataclass(frozen=True)
 class DatasetSpec:
     """What DATA.DATASET decides; the callables take plain values (video names, paths)."""
+
     name: str
     # (name, where) -> 1 abnormal / 0 normal, for split files that list videos without a label
     label_from_name: Callable
@@ -36,37 +38,41 @@ def _sht_label(name, where):
     # the weakly-supervised split takes its abnormal videos from the original test set, whose
     # names have a 4-digit second part (01_0014); the original training set (all normal) has 3
     # digits (01_002)
-    m = re.fullmatch(r'\d+_(\d{3,4})', name)
+    m = re.fullmatch(r"\d+_(\d{3,4})", name)
     if m is None:
-        raise InputError(f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech "
-                         "names look like 01_0014 = abnormal, 01_002 = normal); use a `name,label` "
-                         "split file instead")
+        raise InputError(
+            f"{where}: cannot infer the label of '{name}' from its name (ShanghaiTech "
+            "names look like 01_0014 = abnormal, 01_002 = normal); use a `name,label` "
+            "split file instead"
+        )
     return int(len(m.group(1)) == 4)
 
 
 def _ucf_label(name, where):
-    return int('Normal' not in name)
+    return int("Normal" not in name)
 
 
 def _ucf_category(name):
     # official eval_each_part rule (docs/REFERENCE.md §4.4): Abuse028_x264 -> Abuse
-    return name.split('_')[0][:-3]
+    return name.split("_")[0][:-3]
 
 
 def _xd_label(name, where):
-    if '_label_' not in name:
-        raise InputError(f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, "
-                         "so its label is unknown; use the official rgb.list / rgb_test.list names")
-    return int(name.rsplit('_label_', 1)[1] != 'A')
+    if "_label_" not in name:
+        raise InputError(
+            f"{where}: XD-Violence video '{name}' has no '_label_<code>' in its name, "
+            "so its label is unknown; use the official rgb.list / rgb_test.list names"
+        )
+    return int(name.rsplit("_label_", 1)[1] != "A")
 
 
 def _xd_category(name):
     # primary (first) label code: ..._label_B2-G-0 -> B2
-    return name.rsplit('_label_', 1)[1].split('-')[0]
+    return name.rsplit("_label_", 1)[1].split("-")[0]
 
 
 def _unnamed(name):
-    return ''
+    return ""
 
 
 def _make_demo_features(path, data_dir, dim):
@@ -79,11 +85,13 @@ def _make_demo_features(path, data_dir, dim):
 
 # DATA.DATASET -> DatasetSpec
 DATASETS = {
-    "shanghaitech": DatasetSpec("shanghaitech", _sht_label, _unnamed, "masks",
-                                test_resize={"i3d": (240, 320)}),
+    "shanghaitech": DatasetSpec(
+        "shanghaitech", _sht_label, _unnamed, "masks", test_resize={"i3d": (240, 320)}
+    ),
     "ucf_crime": DatasetSpec("ucf_crime", _ucf_label, _ucf_category, "ucf_annotation"),
-    "xd_violence": DatasetSpec("xd_violence", _xd_label, _xd_category, "xd_intervals",
-                               headline=("ap", "auc")),
+    "xd_violence": DatasetSpec(
+        "xd_violence", _xd_label, _xd_category, "xd_intervals", headline=("ap", "auc")
+    ),
     "demo": DatasetSpec("demo", _sht_label, _unnamed, "masks", make_features=_make_demo_features),
 }
 

@@ -2,6 +2,7 @@
 
 Keys are checked against MIST(backbone); shapes are checked when the file is loaded into a model.
 """
+
 import os
 from pathlib import Path
 
@@ -27,8 +28,9 @@ def convert(src, dst, backbone=None, force=False):
     # key names only: no memory is allocated for the reference model
     with torch.device("meta"):
         reference = MIST(report.backbone).state_dict()
-    names_only = {k: state_dict[k].shape if k in state_dict else v.shape
-                  for k, v in reference.items()}
+    names_only = {
+        k: state_dict[k].shape if k in state_dict else v.shape for k, v in reference.items()
+    }
     report.left_at_init = check_against(names_only, state_dict, report)
     # our module order
     state_dict = {k: state_dict[k] for k in reference if k in state_dict}

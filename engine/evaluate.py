@@ -1,20 +1,28 @@
-"""Evaluation of a checkpoint, or of any method's saved scores, with the paper's frame-level metrics.
+"""Evaluation of a checkpoint, or of any method's saved scores, with the paper's frame-level
+metrics.
 
-A stage-1 checkpoint is run on the features (DATA.FEATURES); a stage-2 checkpoint (ours, the authors'
-released MIST checkpoints, or a converted state dict) on the test videos (DATA.FRAMES), with the official
-test transforms (TEST.TEN_CROP for 10-crop). `torchrun` shares the videos of a stage-2 test over GPUs.
+A stage-1 checkpoint is run on the features (DATA.FEATURES); a stage-2 checkpoint (ours, the
+authors' released MIST checkpoints, or a converted state dict) on the test videos (DATA.FRAMES),
+with the official test transforms (TEST.TEN_CROP for 10-crop). `torchrun` shares the videos of a
+stage-2 test over GPUs.
 
-test() prints and writes to OUTPUT_DIR: `test_<name>.json` (AUC, AP, PR-AUC, score gap, both false alarm
-rates, per-class metrics on UCF-Crime/XD-Violence), `test_<name>_scores.npz` (per-video clip scores) and,
-with TEST.CALIBRATION_FARS, `test_<name>_calibration.json` (thresholds for tools/infer.py --far).
-A score file is a `.npz` (or the official pickled `.npy` dict) of {video: clip scores (n_clips,)}.
-"""
+test() prints and writes to OUTPUT_DIR: `test_<name>.json` (AUC, AP, PR-AUC, score gap, both false
+alarm rates, per-class metrics on UCF-Crime/XD-Violence), `test_<name>_scores.npz` (per-video clip
+scores) and, with TEST.CALIBRATION_FARS, `test_<name>_calibration.json` (thresholds for
+tools/infer.py --far). A score file is a `.npz` (or the official pickled `.npy` dict) of {video:
+clip scores (n_clips,)}."""
+
 from pathlib import Path
 
 import torch
 
-from datasets.build import (load_splits, open_frame_source, open_store, test_ground_truth,
-                            test_transform)
+from datasets.build import (
+    load_splits,
+    open_frame_source,
+    open_store,
+    test_ground_truth,
+    test_transform,
+)
 from datasets.specs import dataset_spec
 from models.build import build_generator, build_model
 from models.weights import CheckpointError, load_weights
@@ -32,18 +40,23 @@ from utils.video_scoring import score_videos_on_frames
 
 
 def stage1_scores(cfg, state, train_cfg, videos, device):
-    """Scores every clip of `videos` with a stage-1 checkpoint, rebuilt from its own config train_cfg."""
+    """Scores every clip of `videos` with a stage-1 checkpoint, rebuilt from its own config
+    train_cfg."""
     model = build_generator(train_cfg)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise InputError(f"{cfg.TEST.CHECKPOINT} does not fit the stage-1 generator: {err}") from None
+        raise InputError(
+            f"{cfg.TEST.CHECKPOINT} does not fit the stage-1 generator: {err}"
+        ) from None
     store = open_store(cfg, [], videos)
     dim, l2 = train_cfg.DATA.FEATURE_DIM, train_cfg.DATA.L2_NORM
     if store.dim != dim or cfg.DATA.L2_NORM != l2:
-        raise InputError(f"{cfg.TEST.CHECKPOINT} was trained on {dim}-d features with DATA.L2_NORM "
-                         f"{l2}; this config gives {store.dim}-d with {cfg.DATA.L2_NORM}: use the "
-                         "config the checkpoint was trained with")
+        raise InputError(
+            f"{cfg.TEST.CHECKPOINT} was trained on {dim}-d features with DATA.L2_NORM "
+            f"{l2}; this config gives {store.dim}-d with {cfg.DATA.L2_NORM}: use the "
+            "config the checkpoint was trained with"
+        )
     names = [v.name for v in videos]
     return score_videos(model.to(device), store, names, device, cfg.STAGE1.EVAL_BATCH_ROWS)
 
@@ -54,19 +67,30 @@ def report(metrics, name, logger, dataset=""):
     far_nv = metrics["far_normal_videos"]
     order = dataset_spec(dataset).headline if dataset else ("auc", "ap")
     (k1, v1), (k2, v2) = [(key.upper(), metrics[key]) for key in order]
-    logger.info("%s: %s %.2f%%  %s %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  "
-                "FAR(normal videos) %s  (%d videos, %d clips, %d frames)", name, k1, 100 * v1, k2,
-                100 * v2, 100 * metrics["pr_auc"], 100 * metrics["score_gap"], 100 * metrics["far"],
-                "n/a" if far_nv is None else f"{100 * far_nv:.2f}%", metrics["n_videos"],
-                metrics["n_clips"], metrics["n_frames"])
+    logger.info(
+        "%s: %s %.2f%%  %s %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  "
+        "FAR(normal videos) %s  (%d videos, %d clips, %d frames)",
+        name,
+        k1,
+        100 * v1,
+        k2,
+        100 * v2,
+        100 * metrics["pr_auc"],
+        100 * metrics["score_gap"],
+        100 * metrics["far"],
+        "n/a" if far_nv is None else f"{100 * far_nv:.2f}%",
+        metrics["n_videos"],
+        metrics["n_clips"],
+        metrics["n_frames"],
+    )
     for category, m in metrics["per_class"].items():
         auc = "   n/a" if m.get("auc") is None else f"{100 * m['auc']:6.2f}"
         logger.info("  %-14s AUC %s%%  videos %d", category, auc, m["n_videos"])
 
 
 def stage2_scores(cfg, model_cfg, videos, device, rank, world):
-    """Scores every clip of the test videos with a stage-2 model built from model_cfg (a checkpoint's
-    own config, or this one's MODEL keys) -> ({video: clip scores}, frame source)."""
+    """Scores every clip of the test videos with a stage-2 model built from model_cfg (a
+    checkpoint's own config, or this one's MODEL keys) -> ({video: clip scores}, frame source)."""
     model = build_model(model_cfg)
     load_weights(model, cfg.TEST.CHECKPOINT)
     frames = open_frame_source(cfg, videos)
@@ -75,30 +99,44 @@ def stage2_scores(cfg, model_cfg, videos, device, rank, world):
     # uint8 clips come out of normalise() channels-last: the model too (cudnn's fast path)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last_3d)
-    scores = score_videos_on_frames(model, frames, [v.name for v in videos], transform, device,
-                                    cfg.TEST.BATCH_SIZE, cfg.DATA.NUM_WORKERS, cfg.STAGE2.AMP, rank,
-                                    world)
+    scores = score_videos_on_frames(
+        model,
+        frames,
+        [v.name for v in videos],
+        transform,
+        device,
+        cfg.TEST.BATCH_SIZE,
+        cfg.DATA.NUM_WORKERS,
+        cfg.STAGE2.AMP,
+        rank,
+        world,
+    )
     return scores, frames
 
 
 def checkpoint_scores(cfg, videos, rank, world, device):
-    """-> ({video: clip scores}, clip length in frames) of TEST.CHECKPOINT, dispatched on its kind."""
+    """-> ({video: clip scores}, clip length in frames) of TEST.CHECKPOINT, dispatched on its
+    kind."""
     state, saved = read_checkpoint(cfg.TEST.CHECKPOINT)
     kind = state.get("kind") if isinstance(state, dict) else None
     own = cfg if saved is None else saved
     if kind == "stage1":
         return stage1_scores(cfg, state, own, videos, device), cfg.DATA.CLIP_LEN
     try:
-        scores, frames = stage2_scores(cfg, own if kind == "stage2" else cfg, videos, device, rank,
-                                       world)
+        scores, frames = stage2_scores(
+            cfg, own if kind == "stage2" else cfg, videos, device, rank, world
+        )
     except CheckpointError as err:
-        raise InputError(f"{cfg.TEST.CHECKPOINT} is neither a stage-1 checkpoint nor a MIST model for "
-                         f"MODEL.BACKBONE {cfg.MODEL.BACKBONE}: {err}") from None
+        raise InputError(
+            f"{cfg.TEST.CHECKPOINT} is neither a stage-1 checkpoint nor a MIST model for "
+            f"MODEL.BACKBONE {cfg.MODEL.BACKBONE}: {err}"
+        ) from None
     return scores, frames.segment_len
 
 
 def check_paths(cfg, force):
-    """The input file exists and no earlier result would be overwritten (unless force) -> result name."""
+    """The input file exists and no earlier result would be overwritten (unless force) -> result
+    name."""
     if cfg.TEST.CHECKPOINT:
         key, path = "TEST.CHECKPOINT", cfg.TEST.CHECKPOINT
     else:
@@ -112,8 +150,10 @@ def check_paths(cfg, force):
     check_writable(out, "OUTPUT_DIR")
     earlier = out / f"test_{name}.json"
     if earlier.exists() and not force:
-        raise ExistsError(f"{earlier} holds the results of an earlier test of {path}: pass --force to "
-                          "overwrite them, or set OUTPUT_DIR to another folder")
+        raise ExistsError(
+            f"{earlier} holds the results of an earlier test of {path}: pass --force to "
+            "overwrite them, or set OUTPUT_DIR to another folder"
+        )
     return name
 
 
@@ -123,7 +163,9 @@ def write_results(cfg, name, videos, scores, metrics, calibration, logger):
     out.mkdir(parents=True, exist_ok=True)
     source = cfg.TEST.CHECKPOINT or cfg.TEST.SCORES
     save_npz(out / f"test_{name}_scores.npz", {v.name: scores[v.name] for v in videos})
-    write_json(out / f"test_{name}.json", {"source": source, "ten_crop": cfg.TEST.TEN_CROP, **metrics})
+    write_json(
+        out / f"test_{name}.json", {"source": source, "ten_crop": cfg.TEST.TEN_CROP, **metrics}
+    )
     report(metrics, name, logger, cfg.DATA.DATASET)
     # thresholds for tools/infer.py --calibration FILE --far F
     if calibration is not None:
@@ -134,11 +176,12 @@ def write_results(cfg, name, videos, scores, metrics, calibration, logger):
 
 def test(cfg, force=False):
     """Evaluates TEST.CHECKPOINT or TEST.SCORES (exactly one set) on the test split -> metrics dict
-    (utils.evaluation.evaluate); rank 0 writes the files of this module's docstring. force: overwrite
-    the results of an earlier test in OUTPUT_DIR."""
+    (utils.evaluation.evaluate); rank 0 writes the files of this module's docstring. force:
+    overwrite the results of an earlier test in OUTPUT_DIR."""
     if bool(cfg.TEST.CHECKPOINT) == bool(cfg.TEST.SCORES):
-        raise ConfigError("set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES "
-                          "(a score file)")
+        raise ConfigError(
+            "set exactly one of TEST.CHECKPOINT (a checkpoint to run) or TEST.SCORES (a score file)"
+        )
     name = check_paths(cfg, force)
     rank, world, device = dist.init_distributed(cfg.DEVICE)
     logger = setup_logger(rank=rank)
@@ -152,8 +195,9 @@ def test(cfg, force=False):
     metrics = evaluate(scores, labels, videos, clip_len, t.THRESHOLD, t.MAX_PAD_CLIPS)
     calibration = None
     if t.CALIBRATION_FARS:
-        calibration = calibrate_split(scores, labels, videos, clip_len, t.CALIBRATION_FARS,
-                                      t.MAX_PAD_CLIPS)
+        calibration = calibrate_split(
+            scores, labels, videos, clip_len, t.CALIBRATION_FARS, t.MAX_PAD_CLIPS
+        )
     if rank == 0:
         write_results(cfg, name, videos, scores, metrics, calibration, logger)
     dist.cleanup()

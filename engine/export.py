@@ -16,6 +16,7 @@ input whose batch differs from the traced one; max |exported - PyTorch| over all
 <= 1e-4 x max(1, max |PyTorch|), else nothing is written and the exit code is 1. Without onnxruntime
 the ONNX file is written unchecked, with a warning (pip install -r requirements-optional.txt).
 """
+
 import importlib.util
 import logging
 import os
@@ -68,18 +69,28 @@ def prepare(checkpoint, cfg):
     if isinstance(state, dict) and state.get("kind") == "stage1":
         model, train_cfg = load_generator(checkpoint)
         dim = train_cfg.DATA.FEATURE_DIM
-        meta = {"kind": "stage1", "feature_dim": dim, "l2_norm": train_cfg.DATA.L2_NORM,
-                "input": {"name": "features", "shape": ["N", dim], "dtype": "float32"},
-                "outputs": ["score"]}
+        meta = {
+            "kind": "stage1",
+            "feature_dim": dim,
+            "l2_norm": train_cfg.DATA.L2_NORM,
+            "input": {"name": "features", "shape": ["N", dim], "dtype": "float32"},
+            "outputs": ["score"],
+        }
         return model, torch.randn(2, dim), "features", ["score"], meta
     model, model_cfg = load_mist(checkpoint, cfg)
     backbone = model_cfg.MODEL.BACKBONE
     shape = view_shape(cfg, backbone)
-    meta = {"kind": "stage2", "backbone": backbone, "dataset": cfg.DATA.DATASET,
-            "test_size": [int(v) for v in cfg.DATA.TEST_SIZE], "ten_crop": bool(cfg.TEST.TEN_CROP),
-            "width": model_cfg.MODEL.WIDTH, "expand_k": model_cfg.MODEL.EXPAND_K,
-            "input": {"name": "clips", "shape": ["N", *shape], "dtype": "float32"},
-            "outputs": ["score", "logits"]}
+    meta = {
+        "kind": "stage2",
+        "backbone": backbone,
+        "dataset": cfg.DATA.DATASET,
+        "test_size": [int(v) for v in cfg.DATA.TEST_SIZE],
+        "ten_crop": bool(cfg.TEST.TEN_CROP),
+        "width": model_cfg.MODEL.WIDTH,
+        "expand_k": model_cfg.MODEL.EXPAND_K,
+        "input": {"name": "clips", "shape": ["N", *shape], "dtype": "float32"},
+        "outputs": ["score", "logits"],
+    }
     return ClipScorer(model).eval(), torch.randn(2, *shape), "clips", ["score", "logits"], meta
 
 
@@ -97,14 +108,23 @@ def max_diff(ours, reference):
 def export_onnx(module, example, path, input_name, output_names):
     # torch.onnx.export serialises through the onnx package
     if importlib.util.find_spec("onnx") is None:
-        raise InputError("ONNX export needs the onnx package: pip install -r "
-                         "requirements-optional.txt (or export only TorchScript: --formats "
-                         "torchscript)")
+        raise InputError(
+            "ONNX export needs the onnx package: pip install -r "
+            "requirements-optional.txt (or export only TorchScript: --formats "
+            "torchscript)"
+        )
     with warnings.catch_warnings():  # the TorchScript-based exporter announces its deprecation
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=[input_name], output_names=output_names,
-                          dynamic_axes={name: {0: "N"} for name in [input_name, *output_names]})
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[input_name],
+            output_names=output_names,
+            dynamic_axes={name: {0: "N"} for name in [input_name, *output_names]},
+        )
 
 
 def run_onnx(path, x):
@@ -141,9 +161,10 @@ def export(checkpoint, out, cfg, formats=FORMATS, seed=0):
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     names = input_name, output_names
-    writers = {"onnx": (".onnx", lambda p: export_onnx(module, example, p, *names), run_onnx),
-               "torchscript": (".pt", lambda p: export_torchscript(module, example, p),
-                               run_torchscript)}
+    writers = {
+        "onnx": (".onnx", lambda p: export_onnx(module, example, p, *names), run_onnx),
+        "torchscript": (".pt", lambda p: export_torchscript(module, example, p), run_torchscript),
+    }
     done, parity = {}, {}
     try:
         for fmt in formats:
@@ -157,8 +178,13 @@ def export(checkpoint, out, cfg, formats=FORMATS, seed=0):
     finally:
         for tmp in done.values():
             tmp.unlink(missing_ok=True)
-    meta.update(checkpoint=str(checkpoint), torch=torch.__version__, opset=OPSET, parity=parity,
-                files={fmt: out.name + writers[fmt][0] for fmt in formats})
+    meta.update(
+        checkpoint=str(checkpoint),
+        torch=torch.__version__,
+        opset=OPSET,
+        parity=parity,
+        files={fmt: out.name + writers[fmt][0] for fmt in formats},
+    )
     write_json(out.with_name(out.name + ".json"), meta)
     return meta
 
@@ -166,14 +192,18 @@ def export(checkpoint, out, cfg, formats=FORMATS, seed=0):
 def _check(fmt, outputs, reference):
     """-> parity record; ParityError beyond TOLERANCE."""
     if outputs is None:
-        logger.warning("onnxruntime is not installed: the ONNX file is written without a parity "
-                       "check (pip install -r requirements-optional.txt)")
+        logger.warning(
+            "onnxruntime is not installed: the ONNX file is written without a parity "
+            "check (pip install -r requirements-optional.txt)"
+        )
         return {"max_abs_diff": None, "checked": False}
     diff, allowed = max_diff([np.asarray(o) for o in outputs], reference)
     logger.info("%s parity: max |exported - PyTorch| = %.3g (allowed %.3g)", fmt, diff, allowed)
     if not diff <= allowed:
-        raise ParityError(f"{fmt} export differs from PyTorch by {diff:.3g} > {allowed:.3g} on the "
-                          "same input; nothing was written")
+        raise ParityError(
+            f"{fmt} export differs from PyTorch by {diff:.3g} > {allowed:.3g} on the "
+            "same input; nothing was written"
+        )
     return {"max_abs_diff": diff, "allowed": allowed, "checked": True}
 
 
@@ -183,13 +213,16 @@ def export_checkpoint(cfg, checkpoint, out, formats=",".join(FORMATS), force=Fal
     earlier export at OUT."""
     earlier = Path(out).with_name(Path(out).name + ".json")
     if earlier.exists() and not force:
-        raise ExistsError(f"{earlier} describes an earlier export to {out}: pass --force to "
-                          "overwrite it, or choose another OUT")
+        raise ExistsError(
+            f"{earlier} describes an earlier export to {out}: pass --force to "
+            "overwrite it, or choose another OUT"
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     chosen = [f for f in formats.split(",") if f]
     if not chosen or set(chosen) - set(FORMATS):
-        raise InputError(f"--formats {formats!r}: use a comma-separated subset of "
-                         f"{','.join(FORMATS)}")
+        raise InputError(
+            f"--formats {formats!r}: use a comma-separated subset of {','.join(FORMATS)}"
+        )
     try:
         meta = export(checkpoint, out, cfg, chosen)
     except ParityError as err:

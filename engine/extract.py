@@ -1,35 +1,42 @@
-"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D or a fine-tuned MIST encoder.
+"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D or a fine-tuned
+MIST encoder.
 
 tools/extract_features.py is the command line; `extract_features` is its procedure, `extract` the
 extraction itself (the same report on every rank of a torchrun job).
 
-One feature per whole 16-frame clip (the trailing n % 16 frames are dropped, as in the official features):
+One feature per whole 16-frame clip (the trailing n % 16 frames are dropped, as in the official
+features):
   i3d   Kinetics I3D (any I3D layout of models/weights.py): mixed_5c global-average pooled, 1024-d
-  c3d   Sports-1M C3D with its fc6 (DavideA c3d.pickle): pool5 -> fc6 -> ReLU, 4096-d as the public C3D
-        features (models/c3d_fc6.py)
-  mist  a MIST checkpoint (stage 2; ours carry their config, others take --cfg's MODEL keys): global average
-        of the SGA-weighted feature map (1 + A) * F5, 1024-d (I3D) or 512-d (C3D: MIST-C3D has no fc6)
-Frames go through the backbone's test transform (as engine/evaluate.py: DATA.DATASET, DATA.TEST_SIZE), leave the
-loader as uint8 and are normalised on the device (the float32 values of the CPU transform, bit for bit).
---crops 10: the 4 corners + centre and their mirrors (TestTransform ten_crop); --crops 5: the first five.
---format h5: the official layout, datasets '<video>.npy' of shape (n_clips, D) or (n_clips, crops, D);
---format npy: an RTFM-style folder, '<video>_<backbone>.npy' per video and 'features.list'. Stage 1 reads
-either through DATA.FEATURES (DATA.FEATURE_DIM = the dimension printed at the end).
-A video's clips are encoded in batches of TEST.BATCH_SIZE clips of that video only (0..B-1, B..2B-1, ...),
-so its features do not depend on which videos share a process or a loader worker: the same bytes on any
+  c3d   Sports-1M C3D with its fc6 (DavideA c3d.pickle): pool5 -> fc6 -> ReLU, 4096-d as the public
+        C3D features (models/c3d_fc6.py)
+  mist  a MIST checkpoint (stage 2; ours carry their config, others take --cfg's MODEL keys): global
+        average of the SGA-weighted feature map (1 + A) * F5, 1024-d (I3D) or 512-d (C3D: MIST-C3D
+        has no fc6)
+Frames go through the backbone's test transform (as engine/evaluate.py: DATA.DATASET,
+DATA.TEST_SIZE), leave the loader as uint8 and are normalised on the device (the float32 values of
+the CPU transform, bit for bit).
+--crops 10: the 4 corners + centre and their mirrors (TestTransform ten_crop); --crops 5: the first
+five.
+--format h5: the official layout, datasets '<video>.npy' of shape (n_clips, D) or (n_clips, crops,
+D);
+--format npy: an RTFM-style folder, '<video>_<backbone>.npy' per video and 'features.list'. Stage 1
+reads
+either through DATA.FEATURES (DATA.FEATURE_DIM = the dimension printed at the end). A video's clips
+are encoded in batches of TEST.BATCH_SIZE clips of that video only (0..B-1, B..2B-1, ...), so its
+features do not depend on which videos share a process or a loader worker: the same bytes on any
 number of processes (on the CPU with the same number of threads; on GPUs cuDNN's autotuner may pick
-another algorithm on another GPU, a rounding difference).
-Resumable: a video is written only when all its clips are done (h5: under a temporary key, then renamed;
-npy: a temporary file renamed), so a killed run leaves a readable output of finished videos, and the same
-command skips them. The settings are stored with the output (h5 attribute / extract_config.json); other
-settings are refused (--force starts over).
-torchrun, any number of processes and machines (a gloo group: only a few objects are exchanged): rank 0
-checks the output and merges what a killed run left, then each rank takes every WORLD_SIZE-th unfinished
-video in name order. h5: ranks write '<out>.parts/rank-<r>-of-<n>.h5' (the same per-video commits), rank 0
-copies them into <out> at the end and deletes them; npy: ranks write into the folder, rank 0 writes
-features.list at the end. A restart on any number of processes merges the parts first, so no finished
-video is encoded again. --timeout-hours: how long a rank waits for the others.
-"""
+another algorithm on another GPU, a rounding difference). Resumable: a video is written only when
+all its clips are done (h5: under a temporary key, then renamed; npy: a temporary file renamed), so
+a killed run leaves a readable output of finished videos, and the same command skips them. The
+settings are stored with the output (h5 attribute / extract_config.json); other settings are refused
+(--force starts over). torchrun, any number of processes and machines (a gloo group: only a few
+objects are exchanged): rank 0 checks the output and merges what a killed run left, then each rank
+takes every WORLD_SIZE-th unfinished video in name order. h5: ranks write
+'<out>.parts/rank-<r>-of-<n>.h5' (the same per-video commits), rank 0 copies them into <out> at the
+end and deletes them; npy: ranks write into the folder, rank 0 writes features.list at the end. A
+restart on any number of processes merges the parts first, so no finished video is encoded again.
+--timeout-hours: how long a rank waits for the others."""
+
 import datetime
 import json
 import logging
@@ -67,7 +74,8 @@ PARTS = ".parts"  # suffix of the folder of the ranks' h5 parts
 
 
 class PooledI3D(nn.Module):
-    """Vanilla I3D features: clips (B, 3, 16, H, W) -> mixed_5c averaged over time and space (B, 1024)."""
+    """Vanilla I3D features: clips (B, 3, 16, H, W) -> mixed_5c averaged over time and space (B,
+    1024)."""
 
     def __init__(self, backbone):
         super().__init__()
@@ -79,7 +87,8 @@ class PooledI3D(nn.Module):
 
 
 class PooledMIST(nn.Module):
-    """Fine-tuned MIST features: clips -> global average of (1 + A) * F5 (B, C): the head's input."""
+    """Fine-tuned MIST features: clips -> global average of (1 + A) * F5 (B, C): the head's
+    input."""
 
     def __init__(self, model):
         super().__init__()
@@ -93,7 +102,9 @@ class PooledMIST(nn.Module):
 def build_encoder(kind, weights, cfg):
     """-> (encoder module in eval mode with .dim, backbone name of its transform)."""
     if not Path(weights).is_file():
-        raise NotFoundError(f"--weights {str(weights)!r} does not exist: pass the encoder's checkpoint file")
+        raise NotFoundError(
+            f"--weights {str(weights)!r} does not exist: pass the encoder's checkpoint file"
+        )
     if kind == "i3d":
         backbone = I3D(width=cfg.MODEL.WIDTH)
         load_weights(backbone, weights)
@@ -107,21 +118,22 @@ def build_encoder(kind, weights, cfg):
 
 
 class FirstViews:
-    """The first `n` views of a ten-crop transform (--crops 5: the corners and centre, no mirrors)."""
+    """The first `n` views of a ten-crop transform (--crops 5: the corners and centre, no
+    mirrors)."""
 
     def __init__(self, transform, n):
         self.transform, self.n, self.backbone = transform, n, transform.backbone
 
     def __call__(self, frames):
-        return self.transform(frames)[:self.n]
+        return self.transform(frames)[: self.n]
 
     def uint8(self):
         return FirstViews(self.transform.uint8(), self.n)
 
 
 def make_transform(cfg, backbone, crops):
-    """-> frames uint8 (16, H, W, 3) -> (3, 16, h, w) for crops 1, or (crops, 3, 16, c, c); .uint8() as
-    TestTransform's."""
+    """-> frames uint8 (16, H, W, 3) -> (3, 16, h, w) for crops 1, or (crops, 3, 16, c, c); .uint8()
+    as TestTransform's."""
     transform = test_transform(cfg, backbone=backbone, ten_crop=crops > 1)
     return transform if crops in (1, 10) else FirstViews(transform, crops)
 
@@ -135,9 +147,10 @@ class H5Writer:
         with h5py.File(self.path, "a") as f:
             _check_config(f.attrs.get("extract_config"), config, self.path)
             f.attrs["extract_config"] = json.dumps(config, sort_keys=True)
-            for key in [k for k in f.keys() if k.endswith(PARTIAL)]:  # a video interrupted mid-write
+            # a video interrupted mid-write
+            for key in [k for k in f.keys() if k.endswith(PARTIAL)]:
                 del f[key]
-            self.finished = {k[:-len(".npy")] for k in f.keys() if k.endswith(".npy")}
+            self.finished = {k[: -len(".npy")] for k in f.keys() if k.endswith(".npy")}
 
     def write(self, name, features):
         with h5py.File(self.path, "a") as f:
@@ -147,15 +160,16 @@ class H5Writer:
 
 
 class NpyWriter:
-    """RTFM-style folder: '<video>_<backbone>.npy' files and 'features.list' naming the finished ones.
+    """RTFM-style folder: '<video>_<backbone>.npy' files and 'features.list' naming the finished
+    ones.
 
-    Every file present is complete (written as '.tmp' and renamed). keep_list=False (a rank of a torchrun
-    job): no list, rank 0 writes it from the files present at the end (write_list)."""
+    Every file present is complete (written as '.tmp' and renamed). keep_list=False (a rank of a
+    torchrun job): no list, rank 0 writes it from the files present at the end (write_list)."""
 
     def __init__(self, folder, backbone, keep_list=True):
         self.folder, self.suffix, self.keep_list = Path(folder), f"_{backbone}.npy", keep_list
         self.list_path = self.folder / "features.list"
-        self.finished = {p.name[:-len(self.suffix)] for p in self.folder.glob(f"*{self.suffix}")}
+        self.finished = {p.name[: -len(self.suffix)] for p in self.folder.glob(f"*{self.suffix}")}
 
     def check(self, config):
         """Rank 0, before any rank writes: the settings, stale temporary files, the list."""
@@ -189,19 +203,25 @@ def _check_config(stored, config, where):
     changed = sorted(k for k in set(stored) | set(config) if stored.get(k) != config.get(k))
     if changed:
         diff = ", ".join(f"{k}: {stored.get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise ExistsError(f"{where} holds features extracted with other settings ({diff}); resuming would mix "
-                          "them: pass --force to start over or choose another output")
+        raise ExistsError(
+            f"{where} holds features extracted with other settings ({diff}); resuming would mix "
+            "them: pass --force to start over or choose another output"
+        )
 
 
 def merge_parts(writer, config):
-    """Copies every finished video of the part files next to writer's h5 into it (each dataset as it is,
-    under a temporary key, then renamed), then deletes the parts."""
+    """Copies every finished video of the part files next to writer's h5 into it (each dataset as it
+    is, under a temporary key, then renamed), then deletes the parts."""
     folder, merged = Path(f"{writer.path}{PARTS}"), 0
     for part in sorted(folder.glob("rank-*.h5")) if folder.is_dir() else []:
         try:
             src = h5py.File(part, "r")
         except OSError as err:
-            logger.warning("%s cannot be read (%s; killed while writing?): its videos are extracted again", part, err)
+            logger.warning(
+                "%s cannot be read (%s; killed while writing?): its videos are extracted again",
+                part,
+                err,
+            )
             part.unlink()
             continue
         with src, h5py.File(writer.path, "a") as dst:
@@ -209,7 +229,7 @@ def merge_parts(writer, config):
             for key in sorted(k for k in src.keys() if k.endswith(".npy") and k not in dst):
                 src.copy(src[key], dst, name=key + PARTIAL)
                 dst.move(key + PARTIAL, key)
-                writer.finished.add(key[:-len(".npy")])
+                writer.finished.add(key[: -len(".npy")])
                 merged += 1
         part.unlink()
     if folder.is_dir():
@@ -218,8 +238,9 @@ def merge_parts(writer, config):
 
 
 def prepare_output(out, fmt, config, backbone, force, rank):
-    """Rank 0 checks (with force: deletes) the output and merges a killed run's parts; every rank gets the
-    finished videos, or rank 0's error, which every rank then raises -> set of finished video names."""
+    """Rank 0 checks (with force: deletes) the output and merges a killed run's parts; every rank
+    gets the finished videos, or rank 0's error, which every rank then raises -> set of finished
+    video names."""
     result = None
     if rank == 0:
         try:
@@ -248,14 +269,18 @@ def _prepare(out, fmt, config, backbone, force):
 
 
 def rank_writer(out, fmt, config, backbone, rank, world):
-    """-> this rank's writer: the output itself for one process, else its part file / the shared folder."""
+    """-> this rank's writer: the output itself for one process, else its part file / the shared
+    folder."""
     if fmt == "npy":
         return NpyWriter(out, backbone, keep_list=world == 1)
-    return H5Writer(out if world == 1 else Path(f"{out}{PARTS}") / f"rank-{rank}-of-{world}.h5", config)
+    return H5Writer(
+        out if world == 1 else Path(f"{out}{PARTS}") / f"rank-{rank}-of-{world}.h5", config
+    )
 
 
 def init_ranks(device_name, timeout_hours):
-    """-> (rank, world size, device): one process, or a torchrun rank (a gloo group, the rank's GPU)."""
+    """-> (rank, world size, device): one process, or a torchrun rank (a gloo group, the rank's
+    GPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(device_name)
     if world == 1:
@@ -263,7 +288,8 @@ def init_ranks(device_name, timeout_hours):
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    # gloo even on GPUs: the ranks exchange only the finished list and their counts, and one with a longer
+    # gloo even on GPUs: the ranks exchange only the finished list and their counts, and one with a
+    # longer
     # share may keep the others waiting at the end for hours
     dist.init_process_group("gloo", timeout=datetime.timedelta(hours=timeout_hours))
     return dist.get_rank(), world, device
@@ -275,43 +301,87 @@ def split_short(frames, names):
     return [n for n in names if n not in short], sorted(short)
 
 
-def extract(source, out, kind, weights, cfg, fmt="h5", crops=1, names=None, force=False, progress=True,
-            timeout_hours=24.0):
-    """Extracts the features of every video of `source` (or `names`) into `out` -> report dict (the same
-    on every rank of a torchrun job)."""
+def extract(
+    source,
+    out,
+    kind,
+    weights,
+    cfg,
+    fmt="h5",
+    crops=1,
+    names=None,
+    force=False,
+    progress=True,
+    timeout_hours=24.0,
+):
+    """Extracts the features of every video of `source` (or `names`) into `out` -> report dict (the
+    same on every rank of a torchrun job)."""
     if crops not in (1, 5, 10):
         raise InputError(f"--crops {crops}: use 1, 5 (corners + centre) or 10 (and their mirrors)")
     rank, world, device = init_ranks(cfg.DEVICE, timeout_hours)
     try:
-        return _extract(source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device)
+        return _extract(
+            source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device
+        )
     finally:
         cleanup()
 
 
-def _extract(source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device):
+def _extract(
+    source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device
+):
     start = time.time()
     encoder, backbone = build_encoder(kind, weights, cfg)
     encoder = encoder.to(device)
     transform = make_transform(cfg, backbone, crops)
     view = tuple(transform(np.zeros((16, 240, 320, 3), np.uint8)).shape)
     amp = inference_amp(cfg.INFER.AMP, device)
-    config = {"encoder": kind, "backbone": backbone, "weights": Path(weights).name, "dim": encoder.dim,
-              "weights_bytes": Path(weights).stat().st_size, "crops": crops, "input": list(view[-4:]),
-              "amp": amp, "dataset": cfg.DATA.DATASET}
-    frames = open_frames(source, kind=cfg.DATA.FRAMES_KIND, names=names, root=cfg.DATA.FRAMES_ROOT or None)
+    config = {
+        "encoder": kind,
+        "backbone": backbone,
+        "weights": Path(weights).name,
+        "dim": encoder.dim,
+        "weights_bytes": Path(weights).stat().st_size,
+        "crops": crops,
+        "input": list(view[-4:]),
+        "amp": amp,
+        "dataset": cfg.DATA.DATASET,
+    }
+    frames = open_frames(
+        source, kind=cfg.DATA.FRAMES_KIND, names=names, root=cfg.DATA.FRAMES_ROOT or None
+    )
     new = [Path(out)] + missing_dirs(out) if not Path(out).exists() else []
     finished = prepare_output(out, fmt, config, backbone, force, rank)
     try:
-        return _extract_videos(out, fmt, kind, backbone, config, encoder, transform, view, amp, frames, finished,
-                               cfg, progress, rank, world, device, start)
+        return _extract_videos(
+            out,
+            fmt,
+            kind,
+            backbone,
+            config,
+            encoder,
+            transform,
+            view,
+            amp,
+            frames,
+            finished,
+            cfg,
+            progress,
+            rank,
+            world,
+            device,
+            start,
+        )
     except BaseException:
-        if rank == 0 and world == 1 and new:  # an output this call created, still without a finished video
+        # an output this call created, still without a finished video
+        if rank == 0 and world == 1 and new:
             _remove_if_unfinished(out, fmt, backbone, new)
         raise
 
 
 def _remove_if_unfinished(out, fmt, backbone, new):
-    """Deletes an output holding no finished video, and the folders made for it (nothing half-written)."""
+    """Deletes an output holding no finished video, and the folders made for it (nothing
+    half-written)."""
     out = Path(out)
     if fmt == "npy":
         if out.is_dir() and not any(out.glob(f"*_{backbone}.npy")):
@@ -324,16 +394,47 @@ def _remove_if_unfinished(out, fmt, backbone, new):
     remove_empty_dirs(new[1:])
 
 
-def _extract_videos(out, fmt, kind, backbone, config, encoder, transform, view, amp, frames, finished, cfg,
-                    progress, rank, world, device, start):
-    # the same list on every rank: the unfinished videos in name order, every world-th one for this rank
+def _extract_videos(
+    out,
+    fmt,
+    kind,
+    backbone,
+    config,
+    encoder,
+    transform,
+    view,
+    amp,
+    frames,
+    finished,
+    cfg,
+    progress,
+    rank,
+    world,
+    device,
+    start,
+):
+    # the same list on every rank: the unfinished videos in name order, every world-th one for this
+    # rank
     todo, short = split_short(frames, [n for n in frames.names if n not in finished][rank::world])
     done = sum(n in finished for n in frames.names)
-    logger.info("%s encoder (%s, %d-d, %d crop(s), input %s, amp %s) on %s x %d: %d videos to extract, %d "
-                "already done", kind, backbone, encoder.dim, config["crops"], view[-4:], amp, device, world,
-                len(frames.names) - done, done)
+    logger.info(
+        "%s encoder (%s, %d-d, %d crop(s), input %s, amp %s) on %s x %d: %d videos to extract, %d "
+        "already done",
+        kind,
+        backbone,
+        encoder.dim,
+        config["crops"],
+        view[-4:],
+        amp,
+        device,
+        world,
+        len(frames.names) - done,
+        done,
+    )
     writer = rank_writer(out, fmt, config, backbone, rank, world)
-    clips = run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, progress and rank == 0)
+    clips = run_encoder(
+        encoder, frames, todo, transform, writer, cfg, device, amp, progress and rank == 0
+    )
     ranks = gather_dicts({rank: (len(todo), clips, short)})
     ranks = [ranks[r] for r in range(world)]
     if rank == 0 and world > 1 and fmt == "npy":  # every rank is done
@@ -342,16 +443,27 @@ def _extract_videos(out, fmt, kind, backbone, config, encoder, transform, view, 
         merge_parts(H5Writer(out, config), config)
     short = sorted(n for r in ranks for n in r[2])
     if short:
-        logger.warning("%d video(s) have fewer than 16 frames and get no features: %s", len(short), short[:5])
-    return {"out": str(Path(out) / "features.list" if fmt == "npy" else out), "dim": encoder.dim, "crops": config["crops"],
-            "videos_written": sum(r[0] for r in ranks), "videos_already_done": done, "too_short": short,
-            "clips": sum(r[1] for r in ranks), "clips_per_rank": [r[1] for r in ranks], "world_size": world,
-            "seconds": round(time.time() - start, 2)}
+        logger.warning(
+            "%d video(s) have fewer than 16 frames and get no features: %s", len(short), short[:5]
+        )
+    return {
+        "out": str(Path(out) / "features.list" if fmt == "npy" else out),
+        "dim": encoder.dim,
+        "crops": config["crops"],
+        "videos_written": sum(r[0] for r in ranks),
+        "videos_already_done": done,
+        "too_short": short,
+        "clips": sum(r[1] for r in ranks),
+        "clips_per_rank": [r[1] for r in ranks],
+        "world_size": world,
+        "seconds": round(time.time() - start, 2),
+    }
 
 
 class VideoBatches(torch.utils.data.IterableDataset):
-    """Yields (video index, first segment, uint8 clips (k, ...)), k <= batch: a video's clips 0..batch-1,
-    batch..2*batch-1, ... (module docstring). Each DataLoader worker takes every num_workers-th video."""
+    """Yields (video index, first segment, uint8 clips (k, ...)), k <= batch: a video's clips
+    0..batch-1, batch..2*batch-1, ... (module docstring). Each DataLoader worker takes every
+    num_workers-th video."""
 
     def __init__(self, frames, names, transform, batch):
         self.frames, self.names, self.transform, self.batch = frames, list(names), transform, batch
@@ -359,19 +471,37 @@ class VideoBatches(torch.utils.data.IterableDataset):
     def __iter__(self):
         seg = self.frames.segment_len
         for v, first, frames in worker_segments(self.frames, self.names, self.batch):
-            yield v, first, torch.stack([self.transform(frames[k * seg:(k + 1) * seg])
-                                         for k in range(len(frames) // seg)])
+            yield (
+                v,
+                first,
+                torch.stack(
+                    [
+                        self.transform(frames[k * seg : (k + 1) * seg])
+                        for k in range(len(frames) // seg)
+                    ]
+                ),
+            )
 
 
 @torch.inference_mode()
 def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, progress):
-    """Encodes every clip of `todo`; each video is written as soon as its last batch is done -> clips."""
+    """Encodes every clip of `todo`; each video is written as soon as its last batch is done ->
+    clips."""
     counts = {n: frames.num_segments(n) for n in todo}
     buffers, filled = {}, dict.fromkeys(todo, 0)
-    loader = torch.utils.data.DataLoader(VideoBatches(frames, todo, transform.uint8(), cfg.TEST.BATCH_SIZE),
-                                         batch_size=None, num_workers=cfg.DATA.NUM_WORKERS,
-                                         pin_memory=device.type == "cuda")
-    bar = tqdm(total=sum(counts.values()), unit="clip", desc="features", disable=not progress, dynamic_ncols=True)
+    loader = torch.utils.data.DataLoader(
+        VideoBatches(frames, todo, transform.uint8(), cfg.TEST.BATCH_SIZE),
+        batch_size=None,
+        num_workers=cfg.DATA.NUM_WORKERS,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(
+        total=sum(counts.values()),
+        unit="clip",
+        desc="features",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     for video_idx, first, clips in loader:
         name, views = todo[video_idx], clips.shape[1] if clips.dim() == 6 else 1
         clips = normalise(clips.to(device, non_blocking=True), transform.backbone)
@@ -381,8 +511,10 @@ def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, prog
         with autocast(device, amp):
             feats = encoder(clips.flatten(0, 1) if views > 1 else clips)
         feats = feats.float().view(-1, views, feats.shape[-1]).cpu().numpy()
-        buffer = buffers.setdefault(name, np.empty((counts[name], views, feats.shape[-1]), np.float32))
-        buffer[first:first + len(feats)] = feats
+        buffer = buffers.setdefault(
+            name, np.empty((counts[name], views, feats.shape[-1]), np.float32)
+        )
+        buffer[first : first + len(feats)] = feats
         filled[name] += len(feats)
         if filled[name] == counts[name]:
             writer.write(name, buffers.pop(name)[:, 0] if views == 1 else buffers.pop(name))
@@ -392,20 +524,38 @@ def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, prog
     return sum(counts.values())
 
 
-def extract_features(cfg, source, out, encoder, weights, fmt="h5", crops=1, names=None, force=False,
-                     progress=True, timeout_hours=24.0):
-    """tools/extract_features.py: `extract` of the videos of the split file `names` (None: all), its log
-    on stderr and (rank 0) the summary on stdout -> the report."""
+def extract_features(
+    cfg,
+    source,
+    out,
+    encoder,
+    weights,
+    fmt="h5",
+    crops=1,
+    names=None,
+    force=False,
+    progress=True,
+    timeout_hours=24.0,
+):
+    """tools/extract_features.py: `extract` of the videos of the split file `names` (None: all), its
+    log on stderr and (rank 0) the summary on stdout -> the report."""
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="[extract] %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format="[extract] %(message)s",
+        stream=sys.stderr,
+    )
     videos = [v.name for v in read_split(names, cfg.DATA.DATASET, "--names")] if names else None
     try:
-        report = extract(source, out, encoder, weights, cfg, fmt, crops, videos, force, progress,
-                         timeout_hours)
+        report = extract(
+            source, out, encoder, weights, cfg, fmt, crops, videos, force, progress, timeout_hours
+        )
     except KeyboardInterrupt:
-        print(f"interrupted: the finished videos are in {out} (and {out}.parts under torchrun); run "
-              "the same command again, with any number of processes, to extract the rest", file=sys.stderr)
+        print(
+            f"interrupted: the finished videos are in {out} (and {out}.parts under torchrun); run "
+            "the same command again, with any number of processes, to extract the rest",
+            file=sys.stderr,
+        )
         raise
     if rank == 0:
         print(summary(report))
@@ -415,7 +565,11 @@ def extract_features(cfg, source, out, encoder, weights, fmt="h5", crops=1, name
 def summary(report):
     """-> the line printed at the end of a run."""
     shares = " + ".join(map(str, report["clips_per_rank"]))
-    on_ranks = f" ({shares} on {report['world_size']} processes)" if report["world_size"] > 1 else ""
-    return (f"wrote {report['out']}: {report['videos_written']} videos ({report['videos_already_done']} were "
-            f"done), {report['clips']} clips{on_ranks}, {report['dim']}-d features (set DATA.FEATURE_DIM "
-            f"{report['dim']}) in {report['seconds']} s")
+    on_ranks = (
+        f" ({shares} on {report['world_size']} processes)" if report["world_size"] > 1 else ""
+    )
+    return (
+        f"wrote {report['out']}: {report['videos_written']} videos ({report['videos_already_done']}"
+        f" were done), {report['clips']} clips{on_ranks}, {report['dim']}-d features (set"
+        f" DATA.FEATURE_DIM {report['dim']}) in {report['seconds']} s"
+    )

@@ -1,20 +1,24 @@
 """One run loop for both stages (and the Sultani baseline): fit(task).
 
-A task (engine/stage1.py, engine/stage2.py) holds what differs between the stages: its inputs, model,
-optimizer, one epoch of training, one evaluation, its part of the checkpoint and its final step. fit()
-holds what they share, written once:
+A task (engine/stage1.py, engine/stage2.py) holds what differs between the stages: its inputs,
+model, optimizer, one epoch of training, one evaluation, its part of the checkpoint and its final
+step. fit() holds what they share, written once:
 
 - the run folder: a finished run is refused without --resume, an interrupted one resumes from
-  checkpoints/last.pth, and config.yaml / log.txt are written only once the resumed state is restored;
+  checkpoints/last.pth, and config.yaml / log.txt are written only once the resumed state is
+  restored;
 - the evaluation period (every EVAL_PERIOD epochs and after the last one);
-- the selection rules: `best.pth` has the best TEST AUC (as the paper chose, docs/REFERENCE.md §6.24),
-  `best_val.pth` the best validation metric (DATA.VAL_FRACTION), `last.pth` the latest evaluation; ties
-  keep the first;
-- the checkpoint payload (`payload`) and its reader (`read_payload`), the metrics.jsonl record and the
+- the selection rules: `best.pth` has the best TEST AUC (as the paper chose, docs/REFERENCE.md
+  §6.24),
+  `best_val.pth` the best validation metric (DATA.VAL_FRACTION), `last.pth` the latest evaluation;
+  ties keep the first;
+- the checkpoint payload (`payload`) and its reader (`read_payload`), the metrics.jsonl record and
+  the
   log line of each evaluation.
 
 Under torchrun every rank runs fit(); rank 0 writes the files.
 """
+
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +36,8 @@ logger = logging.getLogger("mist")
 
 @dataclass
 class Best:
-    """The best evaluations so far: by test AUC (best.pth) and by the validation metric (best_val.pth)."""
+    """The best evaluations so far: by test AUC (best.pth) and by the validation metric
+    (best_val.pth)."""
 
     auc: float = -1.0
     epoch: int | None = None
@@ -41,7 +46,8 @@ class Best:
     val_metric: str | None = None
 
     def update(self, metrics, val, epoch):
-        """-> (best on test, best on validation): strictly better than before, so the first of ties wins."""
+        """-> (best on test, best on validation): strictly better than before, so the first of ties
+        wins."""
         improved = metrics["auc"] > self.auc
         if improved:
             self.auc, self.epoch = metrics["auc"], epoch
@@ -51,7 +57,8 @@ class Best:
         return improved, improved_val
 
     def to_dict(self):
-        """-> the checkpoint / results.json form: the validation fields only once there was a validation."""
+        """-> the checkpoint / results.json form: the validation fields only once there was a
+        validation."""
         out = asdict(self)
         if self.val_epoch is None:
             for key in ("val", "val_epoch", "val_metric"):
@@ -60,25 +67,36 @@ class Best:
 
     @classmethod
     def from_dict(cls, state):
-        return cls(**{k: state[k] for k in ("auc", "epoch", "val", "val_epoch", "val_metric") if k in state})
+        return cls(
+            **{
+                k: state[k]
+                for k in ("auc", "epoch", "val", "val_epoch", "val_metric")
+                if k in state
+            }
+        )
 
     def record(self, val):
         """-> the best-so-far fields of a metrics.jsonl record."""
         out = {"best_auc": self.auc, "best_epoch": self.epoch, "selection": SELECTION_NOTE}
         if val:
-            out.update(val=val["val"], val_metric=val["val_metric"], best_val=self.val,
-                       best_val_epoch=self.val_epoch)
+            out.update(
+                val=val["val"],
+                val_metric=val["val_metric"],
+                best_val=self.val,
+                best_val_epoch=self.val_epoch,
+            )
         return out
 
 
 def payload(kind, cfg, epoch, best, state):
-    """-> the checkpoint of both stages: kind ("stage1" / "stage2"), epoch, best, cfg, and the task's own
-    state (model, optimizer, random streams, ...)."""
+    """-> the checkpoint of both stages: kind ("stage1" / "stage2"), epoch, best, cfg, and the
+    task's own state (model, optimizer, random streams, ...)."""
     return {"kind": kind, "epoch": epoch, "best": best.to_dict(), "cfg": cfg.dump(), **state}
 
 
 def read_payload(state):
-    """checkpoint -> (epoch, Best): the shared part of a payload (the task restores its own part)."""
+    """checkpoint -> (epoch, Best): the shared part of a payload (the task restores its own
+    part)."""
     return state["epoch"], Best.from_dict(state["best"])
 
 
@@ -91,12 +109,14 @@ def scalars(metrics):
 
 
 def due(epoch, period, epochs):
-    """True when the evaluation is due after `epoch` (0-based): every `period` epochs and at the end."""
+    """True when the evaluation is due after `epoch` (0-based): every `period` epochs and at the
+    end."""
     return (epoch + 1) % period == 0 or epoch + 1 == epochs
 
 
 def fit(task, resume=False):
-    """Trains `task` from scratch or from its run folder's last.pth -> task.finish(best)'s results."""
+    """Trains `task` from scratch or from its run folder's last.pth -> task.finish(best)'s
+    results."""
     cfg, rank = task.cfg, task.rank
     state = prepare_output_dir(cfg, resume, kind=task.kind) if rank == 0 else None
     state = dist.broadcast_object(state)
@@ -116,8 +136,14 @@ def fit(task, resume=False):
     log.info("%s", task.describe())
     writer = MetricsWriter(cfg.OUTPUT_DIR, enabled=rank == 0)
     checkpoints = Path(cfg.OUTPUT_DIR) / "checkpoints"
-    bar = tqdm(range(start, task.epochs), initial=start, total=task.epochs, desc=task.kind,
-               dynamic_ncols=True, disable=not task.epoch_bar or rank != 0)
+    bar = tqdm(
+        range(start, task.epochs),
+        initial=start,
+        total=task.epochs,
+        desc=task.kind,
+        dynamic_ncols=True,
+        disable=not task.epoch_bar or rank != 0,
+    )
     for epoch in bar:
         losses = task.train_epoch(epoch)
         bar.set_postfix(loss=f"{losses['loss']:.4f}", best_auc=f"{best.auc:.4f}")
@@ -133,9 +159,14 @@ def fit(task, resume=False):
                 save_checkpoint(checkpoints / "best.pth", **saved)
             if improved_val:
                 save_checkpoint(checkpoints / "best_val.pth", **saved)
-        record = {"epoch": epoch + 1, **task.progress(epoch), "split": "test",
-                  **{f"train/{k}": v for k, v in losses.items()}, **scalars(metrics),
-                  **best.record(val)}
+        record = {
+            "epoch": epoch + 1,
+            **task.progress(epoch),
+            "split": "test",
+            **{f"train/{k}": v for k, v in losses.items()},
+            **scalars(metrics),
+            **best.record(val),
+        }
         writer.write(record, epoch + 1)
         log.info("%s", evaluation_line(epoch + 1, losses, metrics, val, best))
     writer.close()
@@ -143,9 +174,11 @@ def fit(task, resume=False):
 
 
 def evaluation_line(epoch, losses, metrics, val, best):
-    line = (f"epoch {epoch}: loss {losses['loss']:.4f}  test AUC {metrics['auc']:.4f}  "
-            f"AP {metrics['ap']:.4f}  FAR {metrics['far']:.4f}  "
-            f"(best {best.auc:.4f} at epoch {best.epoch})")
+    line = (
+        f"epoch {epoch}: loss {losses['loss']:.4f}  test AUC {metrics['auc']:.4f}  "
+        f"AP {metrics['ap']:.4f}  FAR {metrics['far']:.4f}  "
+        f"(best {best.auc:.4f} at epoch {best.epoch})"
+    )
     if val:
         line += f"  val {val['val_metric']} {val['val']:.4f} (best at epoch {best.val_epoch})"
     return line

@@ -18,6 +18,7 @@ timeline.csv (one row per window, written as it goes), timeline.json (settings, 
 and latency, written at the end) and with video=True annotated.mp4 (score curve overlay). Ctrl-C
 (or SIGTERM) ends the run cleanly: every file is completed.
 """
+
 import csv
 import json
 import logging
@@ -84,8 +85,9 @@ class OnnxScorer:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise InputError("running an .onnx model needs onnxruntime: pip install -r "
-                             "requirements-optional.txt") from None
+            raise InputError(
+                "running an .onnx model needs onnxruntime: pip install -r requirements-optional.txt"
+            ) from None
         providers = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
@@ -109,12 +111,16 @@ def load_export(path, device):
     name)."""
     meta_path = path.with_suffix(".json")
     if not meta_path.is_file():
-        raise NotFoundError(f"{meta_path} (written by tools/export.py beside {path.name}) is "
-                            "missing; it tells how to preprocess frames for this exported model")
+        raise NotFoundError(
+            f"{meta_path} (written by tools/export.py beside {path.name}) is "
+            "missing; it tells how to preprocess frames for this exported model"
+        )
     meta = json.loads(meta_path.read_text())
     if meta.get("kind") != "stage2":
-        raise InputError(f"{path} is an export of a {meta.get('kind')} model; infer.py runs "
-                         "stage-2 (MIST) models")
+        raise InputError(
+            f"{path} is an export of a {meta.get('kind')} model; infer.py runs "
+            "stage-2 (MIST) models"
+        )
     onnx = path.suffix.lower() == ".onnx"
     scorer = OnnxScorer(path, device) if onnx else TorchScriptScorer(path, device)
     settings = {k: meta[k] for k in ("backbone", "dataset", "test_size", "ten_crop")}
@@ -126,13 +132,18 @@ def load_scorer(path, cfg, device):
     name)."""
     path = Path(path)
     if not path.is_file():
-        raise NotFoundError(f"--model {str(path)!r} does not exist (a stage-2 checkpoint, .onnx or "
-                            ".pt export)")
+        raise NotFoundError(
+            f"--model {str(path)!r} does not exist (a stage-2 checkpoint, .onnx or .pt export)"
+        )
     if path.suffix.lower() == ".onnx" or is_torchscript(path):
         return load_export(path, device)
     model, model_cfg = load_mist(path, cfg)
-    settings = {"backbone": model_cfg.MODEL.BACKBONE, "dataset": cfg.DATA.DATASET,
-                "test_size": list(cfg.DATA.TEST_SIZE), "ten_crop": cfg.TEST.TEN_CROP}
+    settings = {
+        "backbone": model_cfg.MODEL.BACKBONE,
+        "dataset": cfg.DATA.DATASET,
+        "test_size": list(cfg.DATA.TEST_SIZE),
+        "ten_crop": cfg.TEST.TEN_CROP,
+    }
     scorer = TorchScorer(model, device, inference_amp(cfg.INFER.AMP, device))
     return scorer, settings, "TorchScorer"
 
@@ -140,9 +151,13 @@ def load_scorer(path, cfg, device):
 def frame_transform(cfg, settings):
     """-> frame uint8 (H, W, 3) BGR -> tensor (3, 1, h, w) (or (10, 3, 1, c, c)): the test transform
     of `settings` (load_scorer), one frame at a time."""
-    transform = test_transform(cfg, backbone=settings["backbone"], dataset=settings["dataset"],
-                               ten_crop=bool(settings["ten_crop"]),
-                               size=list(settings["test_size"]))
+    transform = test_transform(
+        cfg,
+        backbone=settings["backbone"],
+        dataset=settings["dataset"],
+        ten_crop=bool(settings["ten_crop"]),
+        size=list(settings["test_size"]),
+    )
     return lambda frame: transform(frame[None])
 
 
@@ -161,8 +176,10 @@ def alarm_threshold(cfg, calibration=None, far=None):
     """-> (threshold, calibration row or None): the calibration file's row for `far`, else
     INFER.THRESHOLD."""
     if (calibration is None) != (far is None):
-        raise InputError("--calibration FILE and --far RATE go together (e.g. --far 0.001 for "
-                         "0.1 % false alarms)")
+        raise InputError(
+            "--calibration FILE and --far RATE go together (e.g. --far 0.001 for "
+            "0.1 % false alarms)"
+        )
     if calibration is None:
         return cfg.INFER.THRESHOLD, None
     row = select_threshold(calibration, far)
@@ -193,8 +210,15 @@ class Outputs:
     def window(self, start, end, score, alarm):
         self.frames.append(start)
         self.scores.append(score)
-        self.line({"time": round(start / self.fps, 4), "frame": start, "end_frame": end,
-                   "score": score, "alarm": alarm})
+        self.line(
+            {
+                "time": round(start / self.fps, 4),
+                "frame": start,
+                "end_frame": end,
+                "score": score,
+                "alarm": alarm,
+            }
+        )
         self.csv.writerow([start, end, f"{start / self.fps:.4f}", f"{score:.6f}", int(alarm)])
         self.csv_file.flush()
         if self.video is not None:
@@ -269,14 +293,21 @@ def run(reader, scorer, tracker, outputs, stride, batch_size, stop=None):
 def summary(kept, reader, seconds, latencies):
     lat = 1000 * np.asarray(latencies) if latencies else np.zeros(1)
     per_second = max(seconds, 1e-9)
-    return {"frames_read": reader.read, "frames_dropped": reader.dropped, "frames_processed": kept,
-            "windows": len(latencies), "seconds": round(seconds, 3),
-            "fps": round(kept / per_second, 2),
-            "windows_per_second": round(len(latencies) / per_second, 2),
-            "latency_ms": {"mean": round(float(lat.mean()), 2),
-                           "p50": round(float(np.percentile(lat, 50)), 2),
-                           "p95": round(float(np.percentile(lat, 95)), 2),
-                           "max": round(float(lat.max()), 2)}}
+    return {
+        "frames_read": reader.read,
+        "frames_dropped": reader.dropped,
+        "frames_processed": kept,
+        "windows": len(latencies),
+        "seconds": round(seconds, 3),
+        "fps": round(kept / per_second, 2),
+        "windows_per_second": round(len(latencies) / per_second, 2),
+        "latency_ms": {
+            "mean": round(float(lat.mean()), 2),
+            "p50": round(float(np.percentile(lat, 50)), 2),
+            "p95": round(float(np.percentile(lat, 95)), 2),
+            "max": round(float(lat.max()), 2),
+        },
+    }
 
 
 def _console_logger():
@@ -321,11 +352,19 @@ def setup(cfg, source, model, calibration=None, far=None):
     cap, kind, source_fps = open_source(source)
     fps = cfg.INFER.FPS or source_fps or DEFAULT_FPS
     drop = cfg.INFER.DROP == "drop" or (cfg.INFER.DROP == "auto" and kind != "file")
-    return SimpleNamespace(threshold=threshold, low=low, calibration=row, scorer=scorer,
-                           settings=settings, backend=backend, cap=cap, kind=kind, fps=fps,
-                           min_frames=min_duration_frames(cfg.INFER.MIN_FRAMES,
-                                                          cfg.INFER.MIN_SECONDS, fps),
-                           drop=drop)
+    return SimpleNamespace(
+        threshold=threshold,
+        low=low,
+        calibration=row,
+        scorer=scorer,
+        settings=settings,
+        backend=backend,
+        cap=cap,
+        kind=kind,
+        fps=fps,
+        min_frames=min_duration_frames(cfg.INFER.MIN_FRAMES, cfg.INFER.MIN_SECONDS, fps),
+        drop=drop,
+    )
 
 
 def stream(reader, s, tracker, outputs, cfg):
@@ -336,8 +375,9 @@ def stream(reader, s, tracker, outputs, cfg):
     start = time.monotonic()
     reader.start()
     try:
-        kept, interrupted, latencies = run(reader, s.scorer, tracker, outputs, cfg.INFER.STRIDE,
-                                           cfg.INFER.BATCH_SIZE, stop)
+        kept, interrupted, latencies = run(
+            reader, s.scorer, tracker, outputs, cfg.INFER.STRIDE, cfg.INFER.BATCH_SIZE, stop
+        )
     finally:
         outputs.close()
         for sig, handler in previous.items():
@@ -350,21 +390,33 @@ def output_dir(source, out=None, force=False):
     force."""
     out_dir = Path(out or Path("output") / "infer" / source_name(source))
     if (out_dir / "scores.jsonl").exists() and not force:
-        raise ExistsError(f"{out_dir} holds the outputs of an earlier run (scores.jsonl): pass "
-                          "--force to overwrite them, or choose another --out")
+        raise ExistsError(
+            f"{out_dir} holds the outputs of an earlier run (scores.jsonl): pass "
+            "--force to overwrite them, or choose another --out"
+        )
     return out_dir
 
 
 def log_done(interrupted, kept, stats, n_alarms):
     lat = stats["latency_ms"]
-    logger.info("%s: %d frames (%d dropped), %d windows, %d alarms in %.1f s: %.1f frames/s, "
-                "latency p50 %.0f ms, p95 %.0f ms", "interrupted" if interrupted else "done", kept,
-                stats["frames_dropped"], stats["windows"], n_alarms, stats["seconds"], stats["fps"],
-                lat["p50"], lat["p95"])
+    logger.info(
+        "%s: %d frames (%d dropped), %d windows, %d alarms in %.1f s: %.1f frames/s, "
+        "latency p50 %.0f ms, p95 %.0f ms",
+        "interrupted" if interrupted else "done",
+        kept,
+        stats["frames_dropped"],
+        stats["windows"],
+        n_alarms,
+        stats["seconds"],
+        stats["fps"],
+        lat["p50"],
+        lat["p95"],
+    )
 
 
-def infer(cfg, source, model, calibration=None, far=None, out=None, video=False, quiet=False,
-          force=False):
+def infer(
+    cfg, source, model, calibration=None, far=None, out=None, video=False, quiet=False, force=False
+):
     """Scores `source` online with `model` (module docstring) -> the content of timeline.json.
 
     calibration, far: a tools/test.py calibration file and the false alarm rate whose threshold
@@ -377,23 +429,49 @@ def infer(cfg, source, model, calibration=None, far=None, out=None, video=False,
     tracker = AlarmTracker(s.threshold, s.low, s.min_frames)
     outputs = Outputs(out_dir, s.fps, s.threshold, quiet, video)
     realtime = s.fps if cfg.INFER.REALTIME and s.kind == "file" else None
-    reader = FrameReader(s.cap, cfg.INFER.QUEUE_SIZE, s.drop, frame_transform(cfg, s.settings),
-                         realtime)
-    logger.info("%s %s (%.2f fps) -> %s; model %s (%s, %s); threshold %.6g, low %.6g, min %d "
-                "frames, stride %d", s.kind, source, s.fps, out_dir, model, s.backend,
-                s.settings["backbone"], s.threshold, s.low, s.min_frames, cfg.INFER.STRIDE)
+    reader = FrameReader(
+        s.cap, cfg.INFER.QUEUE_SIZE, s.drop, frame_transform(cfg, s.settings), realtime
+    )
+    logger.info(
+        "%s %s (%.2f fps) -> %s; model %s (%s, %s); threshold %.6g, low %.6g, min %d "
+        "frames, stride %d",
+        s.kind,
+        source,
+        s.fps,
+        out_dir,
+        model,
+        s.backend,
+        s.settings["backbone"],
+        s.threshold,
+        s.low,
+        s.min_frames,
+        cfg.INFER.STRIDE,
+    )
     kept, interrupted, latencies, seconds = stream(reader, s, tracker, outputs, cfg)
     stats = summary(kept, reader, seconds, latencies)
-    result = {"source": str(source), "source_kind": s.kind, "model": str(model),
-              "backend": s.backend, "fps": s.fps, "clip_len": CLIP_LEN, "stride": cfg.INFER.STRIDE,
-              "threshold": s.threshold, "low_threshold": s.low, "min_frames": s.min_frames,
-              "calibration": s.calibration, "interrupted": interrupted, "stats": stats,
-              "alarms": [a.to_dict(s.fps) for a in tracker.alarms],
-              "windows": {"frame": outputs.frames, "score": outputs.scores}}
+    result = {
+        "source": str(source),
+        "source_kind": s.kind,
+        "model": str(model),
+        "backend": s.backend,
+        "fps": s.fps,
+        "clip_len": CLIP_LEN,
+        "stride": cfg.INFER.STRIDE,
+        "threshold": s.threshold,
+        "low_threshold": s.low,
+        "min_frames": s.min_frames,
+        "calibration": s.calibration,
+        "interrupted": interrupted,
+        "stats": stats,
+        "alarms": [a.to_dict(s.fps) for a in tracker.alarms],
+        "windows": {"frame": outputs.frames, "score": outputs.scores},
+    }
     write_json(out_dir / "timeline.json", result)
     # the outputs hold everything scored before it
     if reader.error is not None:
-        raise InputError(f"reading {source} failed after {reader.read} frames: {reader.error} (the "
-                         f"outputs in {out_dir} hold everything scored before it)")
+        raise InputError(
+            f"reading {source} failed after {reader.read} frames: {reader.error} (the "
+            f"outputs in {out_dir} hold everything scored before it)"
+        )
     log_done(interrupted, kept, stats, len(tracker.alarms))
     return result

@@ -1,20 +1,28 @@
-"""Stage 1 of MIST: the MIL pseudo-label generator trained on clip features, evaluated, and its pseudo-labels.
+"""Stage 1 of MIST: the MIL pseudo-label generator trained on clip features, evaluated, and its
+pseudo-labels.
 
-`train(cfg, resume)` runs the task through engine.fit. STAGE1.METHOD picks the loss and the bag sampler
-from the registries of the build layer (models.build.STAGE1_LOSSES, datasets.build.STAGE1_SAMPLERS):
-"mist" (sparse-continuous sub-bags, MIL ranking loss) or "sultani" (Sultani et al.'s 32 pooled segments).
+`train(cfg, resume)` runs the task through engine.fit. STAGE1.METHOD picks the loss and the bag
+sampler from the registries of the build layer (models.build.STAGE1_LOSSES,
+datasets.build.STAGE1_SAMPLERS): "mist" (sparse-continuous sub-bags, MIL ranking loss) or "sultani"
+(Sultani et al.'s 32 pooled segments).
 
 Writes to OUTPUT_DIR: config.yaml, log.txt, metrics.jsonl, tensorboard/, checkpoints/{last,best}.pth
-(+ best_val.pth with DATA.VAL_FRACTION), pseudo_labels.{npy,npz}, train_scores.npz (before refinement),
-test_scores.npz and results.json (the last file written: the run is finished).
-"""
+(+ best_val.pth with DATA.VAL_FRACTION), pseudo_labels.{npy,npz}, train_scores.npz (before
+refinement), test_scores.npz and results.json (the last file written: the run is finished)."""
+
 import logging
 from pathlib import Path
 
 import torch
 
-from datasets.build import (build_stage1_sampler, check_test_coverage, load_splits, open_store,
-                            test_ground_truth, train_masks)
+from datasets.build import (
+    build_stage1_sampler,
+    check_test_coverage,
+    load_splits,
+    open_store,
+    test_ground_truth,
+    train_masks,
+)
 from engine.fit import SELECTION_NOTE, fit
 from models.build import build_generator, build_stage1_loss
 from utils import protocol
@@ -37,8 +45,9 @@ def train(cfg, resume=False):
 
 def build_optimizer(cfg, model):
     """Adagrad with STAGE1.LR and STAGE1.WEIGHT_DECAY, as the official code."""
-    return torch.optim.Adagrad(model.parameters(), lr=cfg.STAGE1.LR,
-                               weight_decay=cfg.STAGE1.WEIGHT_DECAY)
+    return torch.optim.Adagrad(
+        model.parameters(), lr=cfg.STAGE1.LR, weight_decay=cfg.STAGE1.WEIGHT_DECAY
+    )
 
 
 def train_step(model, optimizer, loss_fn, rows, inverse=None, grad_clip=10.0):
@@ -47,8 +56,9 @@ def train_step(model, optimizer, loss_fn, rows, inverse=None, grad_clip=10.0):
     normal, abnormal = model(rows, inverse).chunk(2)
     loss, parts = loss_fn(normal, abnormal)
     if not torch.isfinite(loss):
-        raise FloatingPointError("the stage-1 loss became NaN/inf: check the features (DATA.L2_NORM) "
-                                 "and STAGE1.LR")
+        raise FloatingPointError(
+            "the stage-1 loss became NaN/inf: check the features (DATA.L2_NORM) and STAGE1.LR"
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -82,9 +92,11 @@ class Stage1Task:
         self.optimizer = build_optimizer(cfg, self.model)
 
     def describe(self):
-        return (f"stage 1 on {self.cfg.DATA.DATASET}: {len(self.train_videos)} train "
-                f"({len(self.sampler)} iterations/epoch), {len(self.test_videos)} test videos, "
-                f"{self.store.__class__.__name__}, device {self.device}")
+        return (
+            f"stage 1 on {self.cfg.DATA.DATASET}: {len(self.train_videos)} train "
+            f"({len(self.sampler)} iterations/epoch), {len(self.test_videos)} test videos, "
+            f"{self.store.__class__.__name__}, device {self.device}"
+        )
 
     def train_epoch(self, epoch):
         """One pass of the bag sampler -> mean of each loss term over its iterations."""
@@ -101,26 +113,46 @@ class Stage1Task:
 
     def scores(self, videos):
         """-> {video: clip scores} of the generator."""
-        return score_videos(self.model, self.store, [v.name for v in videos], self.device,
-                            self.cfg.STAGE1.EVAL_BATCH_ROWS)
+        return score_videos(
+            self.model,
+            self.store,
+            [v.name for v in videos],
+            self.device,
+            self.cfg.STAGE1.EVAL_BATCH_ROWS,
+        )
 
     def evaluate(self):
         """-> (test metrics, validation metric or {} without a validation split)."""
         cfg = self.cfg
-        metrics = evaluate(self.scores(self.test_videos), self.labels, self.test_videos,
-                           cfg.DATA.CLIP_LEN, cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+        metrics = evaluate(
+            self.scores(self.test_videos),
+            self.labels,
+            self.test_videos,
+            cfg.DATA.CLIP_LEN,
+            cfg.TEST.THRESHOLD,
+            cfg.TEST.MAX_PAD_CLIPS,
+        )
         if not self.val_videos:
             return metrics, {}
-        val = protocol.validation_metric(self.scores(self.val_videos), self.val_videos,
-                                         self.val_masks, cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS)
+        val = protocol.validation_metric(
+            self.scores(self.val_videos),
+            self.val_videos,
+            self.val_masks,
+            cfg.DATA.CLIP_LEN,
+            cfg.TEST.MAX_PAD_CLIPS,
+        )
         return metrics, val
 
     def progress(self, epoch):
         return {"iteration": (epoch + 1) * len(self.sampler)}
 
     def state(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "numpy_rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def restore(self, state):
         restore_model(self.model, state, self.cfg)
@@ -134,29 +166,52 @@ class Stage1Task:
         chosen = out / "checkpoints" / f"{cfg.PSEUDO_LABEL.CHECKPOINT}.pth"
         self.model.load_state_dict(load_checkpoint(chosen, expect_kind="stage1")["model"])
         train_scores = self.scores(self.train_videos)
-        pseudo = refine_all(train_scores, {v.name: v.label for v in self.train_videos},
-                            cfg.PSEUDO_LABEL.KERNEL, cfg.PSEUDO_LABEL.PASSES)
+        pseudo = refine_all(
+            train_scores,
+            {v.name: v.label for v in self.train_videos},
+            cfg.PSEUDO_LABEL.KERNEL,
+            cfg.PSEUDO_LABEL.PASSES,
+        )
         save_pseudo_labels(out / "pseudo_labels", pseudo)
         # before refinement (tools/pl_quality.py)
         save_npz(out / "train_scores.npz", train_scores)
         masks = train_masks(cfg, self.train_videos)
         test_scores = self.scores(self.test_videos)
-        metrics = evaluate(test_scores, self.labels, self.test_videos, cfg.DATA.CLIP_LEN,
-                           cfg.TEST.THRESHOLD, cfg.TEST.MAX_PAD_CLIPS)
+        metrics = evaluate(
+            test_scores,
+            self.labels,
+            self.test_videos,
+            cfg.DATA.CLIP_LEN,
+            cfg.TEST.THRESHOLD,
+            cfg.TEST.MAX_PAD_CLIPS,
+        )
         save_npz(out / "test_scores.npz", test_scores)
-        results = {"test": metrics, "pseudo_labels_from": chosen.name, "selection": SELECTION_NOTE,
-                   "pseudo_label_auc_raw": pseudo_label_auc(train_scores, masks, cfg.DATA.CLIP_LEN),
-                   "pseudo_label_auc": pseudo_label_auc(pseudo, masks, cfg.DATA.CLIP_LEN),
-                   "n_train_masks": len(masks),
-                   "test_by_checkpoint": protocol.selection_table(out, best.to_dict())}
+        results = {
+            "test": metrics,
+            "pseudo_labels_from": chosen.name,
+            "selection": SELECTION_NOTE,
+            "pseudo_label_auc_raw": pseudo_label_auc(train_scores, masks, cfg.DATA.CLIP_LEN),
+            "pseudo_label_auc": pseudo_label_auc(pseudo, masks, cfg.DATA.CLIP_LEN),
+            "n_train_masks": len(masks),
+            "test_by_checkpoint": protocol.selection_table(out, best.to_dict()),
+        }
         protocol.log_selection(results["test_by_checkpoint"], logger)
         write_json(out / FINISHED_MARKER, results)
-        logger.info("pseudo-labels from %s: frame AUC on %d masked train videos %s (raw scores %s)",
-                    chosen.name, len(masks), _fmt(results["pseudo_label_auc"]),
-                    _fmt(results["pseudo_label_auc_raw"]))
-        logger.info("test (%s generator): AUC %.4f  AP %.4f  FAR %.4f  FAR(normal videos) %s",
-                    chosen.stem, metrics["auc"], metrics["ap"], metrics["far"],
-                    _fmt(metrics["far_normal_videos"]))
+        logger.info(
+            "pseudo-labels from %s: frame AUC on %d masked train videos %s (raw scores %s)",
+            chosen.name,
+            len(masks),
+            _fmt(results["pseudo_label_auc"]),
+            _fmt(results["pseudo_label_auc_raw"]),
+        )
+        logger.info(
+            "test (%s generator): AUC %.4f  AP %.4f  FAR %.4f  FAR(normal videos) %s",
+            chosen.stem,
+            metrics["auc"],
+            metrics["ap"],
+            metrics["far"],
+            _fmt(metrics["far_normal_videos"]),
+        )
         return results
 
 

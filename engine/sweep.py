@@ -1,11 +1,12 @@
 """One config over several seeds: the mean ± std of the final metrics (tools/sweep.py).
 
-Each seed trains into OUTPUT_DIR/seed_<s> (a seed whose folder already holds results.json is reused, so
-an interrupted sweep continues); then OUTPUT_DIR/sweep.json holds every seed's numbers, their mean and
-their sample standard deviation (ddof 1). Summarised: the test metrics of the final model, the test AUC/AP
-of the last / best (test-selected) / best_val checkpoints, and the pseudo-label AUC where measured. Runs are
-sequential, in this process (stage 2 on one device; start torchrun per seed for multi-GPU).
-"""
+Each seed trains into OUTPUT_DIR/seed_<s> (a seed whose folder already holds results.json is reused,
+so an interrupted sweep continues); then OUTPUT_DIR/sweep.json holds every seed's numbers, their
+mean and their sample standard deviation (ddof 1). Summarised: the test metrics of the final model,
+the test AUC/AP of the last / best (test-selected) / best_val checkpoints, and the pseudo-label AUC
+where measured. Runs are sequential, in this process (stage 2 on one device; start torchrun per seed
+for multi-GPU)."""
+
 import json
 import logging
 from pathlib import Path
@@ -23,7 +24,8 @@ STAGES = {1: stage1.train, 2: stage2.train}
 
 
 def sweep(cfg_file, opts, seeds, stage=1):
-    """Trains `stage` (1 or 2) once per seed -> the sweep record written to OUTPUT_DIR/sweep.json."""
+    """Trains `stage` (1 or 2) once per seed -> the sweep record written to
+    OUTPUT_DIR/sweep.json."""
     base = Path(load_cfg(cfg_file or None, opts).OUTPUT_DIR)
     setup_logger()
     per_seed, dirs = {}, {}
@@ -31,9 +33,17 @@ def sweep(cfg_file, opts, seeds, stage=1):
         dirs[seed] = base / f"seed_{seed}"
         per_seed[seed] = summarise(run_seed(stage, cfg_file, opts, seed, dirs[seed]))
     mean, std = aggregate(per_seed)
-    record = {"cfg": cfg_file, "stage": stage, "overrides": list(opts), "seeds": list(seeds),
-              "output_dirs": {str(s): str(d) for s, d in dirs.items()}, "mean": mean, "std": std,
-              "std_ddof": 1, "per_seed": {str(s): m for s, m in per_seed.items()}}
+    record = {
+        "cfg": cfg_file,
+        "stage": stage,
+        "overrides": list(opts),
+        "seeds": list(seeds),
+        "output_dirs": {str(s): str(d) for s, d in dirs.items()},
+        "mean": mean,
+        "std": std,
+        "std_ddof": 1,
+        "per_seed": {str(s): m for s, m in per_seed.items()},
+    }
     base.mkdir(parents=True, exist_ok=True)
     write_json(base / "sweep.json", record)
     # the last run pointed the log at its own folder
@@ -45,7 +55,8 @@ def sweep(cfg_file, opts, seeds, stage=1):
 
 
 def summarise(results):
-    """One run's results.json -> {metric: float} of the numbers a sweep averages (None values dropped)."""
+    """One run's results.json -> {metric: float} of the numbers a sweep averages (None values
+    dropped)."""
     flat = {f"test/{k}": results["test"].get(k) for k in TEST_KEYS}
     for choice, row in (results.get("test_by_checkpoint") or {}).items():
         if row:
@@ -56,7 +67,8 @@ def summarise(results):
 
 
 def aggregate(per_seed):
-    """{seed: {metric: value}} -> (mean, std): metrics present in every seed; std with ddof 1 (0 for one seed)."""
+    """{seed: {metric: value}} -> (mean, std): metrics present in every seed; std with ddof 1 (0 for
+    one seed)."""
     keys = [k for k in next(iter(per_seed.values())) if all(k in m for m in per_seed.values())]
     values = {k: np.array([m[k] for m in per_seed.values()]) for k in keys}
     mean = {k: float(v.mean()) for k, v in values.items()}

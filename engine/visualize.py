@@ -12,6 +12,7 @@ score file) and the test ground truth of the config, and writes to RUN_DIR/figur
 XD-Violence reports AP first (its headline metric). The figures are made in a temporary folder
 beside the output and moved there at the end, so a failed run leaves no partial set.
 """
+
 import html
 import json
 import os
@@ -54,8 +55,10 @@ def find_scores(run_dir, explicit=None):
     candidates = [run_dir / "test_scores.npz"] + sorted(run_dir.glob("test_*_scores.npz"))
     found = [p for p in candidates if p.is_file()]
     if not found:
-        raise InputError(f"{run_dir} holds no test_scores.npz or test_*_scores.npz: finish the "
-                         "run, run tools/test.py into it, or pass --scores FILE")
+        raise InputError(
+            f"{run_dir} holds no test_scores.npz or test_*_scores.npz: finish the "
+            "run, run tools/test.py into it, or pass --scores FILE"
+        )
     return found[0]
 
 
@@ -72,8 +75,9 @@ def choose_videos(videos, wanted, max_videos):
         index = {v.name: v for v in videos}
         missing = [n for n in wanted if n not in index]
         if missing:
-            raise InputError(f"--videos {missing} are not in the test split (names look like "
-                             f"'{videos[0].name}')")
+            raise InputError(
+                f"--videos {missing} are not in the test split (names look like '{videos[0].name}')"
+            )
         return [index[n] for n in wanted]
     n_abnormal = min(sum(v.label for v in videos), -(-3 * max_videos // 4))
     abnormal = [v for v in videos if v.label == 1][:n_abnormal]
@@ -95,7 +99,7 @@ def plot_score_curves(path, videos, scores, labels, clip_len):
         ax.set(xlim=(0, max(len(s), 1)), ylim=(0, 1.02))
         ax.set_title(f"{video.name} ({'abnormal' if video.label else 'normal'})", fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(videos):]:
+    for ax in list(axes.flat)[len(videos) :]:
         ax.axis("off")
     fig.supxlabel("frame", fontsize=8)
     fig.supylabel("anomaly score", fontsize=8)
@@ -128,18 +132,25 @@ def plot_curve(path, kind, s, y, metrics):
 def plot_per_class(path, metrics):
     """Bar chart of per-class AUC (classes without both labels are skipped); False if there are
     none."""
-    per_class = {c: m["auc"] for c, m in metrics.get("per_class", {}).items()
-                 if m.get("auc") is not None}
+    per_class = {
+        c: m["auc"] for c, m in metrics.get("per_class", {}).items() if m.get("auc") is not None
+    }
     if not per_class:
         return False
     plt = _pyplot()
     names = sorted(per_class)
     fig, ax = plt.subplots(figsize=(max(4.0, 0.5 * len(names) + 1.5), 3.2))
     ax.bar(names, [100 * per_class[c] for c in names], color="#1f4e9c")
-    ax.axhline(100 * metrics["auc"], color="#c0392b", ls="--", lw=1,
-               label=f"all classes {100 * metrics['auc']:.2f}%")
-    ax.set(ylabel="frame AUC (%)", ylim=(0, 100),
-           title="AUC per anomaly class (+ all normal videos)")
+    ax.axhline(
+        100 * metrics["auc"],
+        color="#c0392b",
+        ls="--",
+        lw=1,
+        label=f"all classes {100 * metrics['auc']:.2f}%",
+    )
+    ax.set(
+        ylabel="frame AUC (%)", ylim=(0, 100), title="AUC per anomaly class (+ all normal videos)"
+    )
     ax.tick_params(axis="x", labelrotation=60, labelsize=8)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -153,8 +164,9 @@ def load_stage2_model(cfg, path):
     run's MODEL keys (models.loading.load_mist); a stage-1 checkpoint is refused."""
     state, _ = read_checkpoint(path)
     if isinstance(state, dict) and state.get("kind") == "stage1":
-        raise InputError(f"{path} is a stage-1 generator: Grad-CAM needs a stage-2 (MIST encoder) "
-                         "checkpoint")
+        raise InputError(
+            f"{path} is a stage-1 generator: Grad-CAM needs a stage-2 (MIST encoder) checkpoint"
+        )
     return load_mist(path, cfg)
 
 
@@ -177,8 +189,9 @@ def gradcam_figures(cfg, checkpoint, clips, out):
         file = f"gradcam_{name}_{seg}.png"
         # BGR, as cv2 expects (the official code swapped it, §6.27)
         cv2.imwrite(str(out / file), panel)
-        made.append((file, f"{name} segment {seg}: score {score:.3f} (frame | Grad-CAM | SGA "
-                           "attention)"))
+        made.append(
+            (file, f"{name} segment {seg}: score {score:.3f} (frame | Grad-CAM | SGA attention)")
+        )
     return made
 
 
@@ -196,11 +209,13 @@ def metric_rows(metrics, dataset):
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
     rows = [(key.upper(), pct(metrics[key])) for key in dataset_spec(dataset).headline]
     counts = f"{metrics['n_videos']} / {metrics['n_clips']} / {metrics['n_frames']}"
-    rows += [("PR-AUC (trapezoid)", pct(metrics["pr_auc"])),
-             ("score gap", pct(metrics["score_gap"])),
-             ("FAR (all negative frames)", pct(metrics["far"])),
-             ("FAR (normal videos)", pct(metrics["far_normal_videos"])),
-             ("videos / clips / frames", counts)]
+    rows += [
+        ("PR-AUC (trapezoid)", pct(metrics["pr_auc"])),
+        ("score gap", pct(metrics["score_gap"])),
+        ("FAR (all negative frames)", pct(metrics["far"])),
+        ("FAR (normal videos)", pct(metrics["far_normal_videos"])),
+        ("videos / clips / frames", counts),
+    ]
     return rows
 
 
@@ -210,17 +225,24 @@ def _checkpoint_table(results):
     by_ckpt = (results or {}).get("test_by_checkpoint") or {}
     if any(by_ckpt.values()):
         head = "<tr><th>checkpoint</th><th>epoch</th><th>AUC</th><th>AP</th><th>FAR</th></tr>"
-        rows = "".join(f"<tr><td>{k}</td><td>{r['epoch']}</td><td>{100 * r['auc']:.2f}%</td>"
-                       f"<td>{100 * r['ap']:.2f}%</td><td>{100 * r['far']:.2f}%</td></tr>"
-                       for k, r in by_ckpt.items() if r)
-        parts.append("<h2>Checkpoint choice</h2><p>best = chosen on the TEST set (as the paper); "
-                     "best_val = chosen on the validation split carved from the training "
-                     f"videos.</p><table>{head}{rows}</table>")
+        rows = "".join(
+            f"<tr><td>{k}</td><td>{r['epoch']}</td><td>{100 * r['auc']:.2f}%</td>"
+            f"<td>{100 * r['ap']:.2f}%</td><td>{100 * r['far']:.2f}%</td></tr>"
+            for k, r in by_ckpt.items()
+            if r
+        )
+        parts.append(
+            "<h2>Checkpoint choice</h2><p>best = chosen on the TEST set (as the paper); "
+            "best_val = chosen on the validation split carved from the training "
+            f"videos.</p><table>{head}{rows}</table>"
+        )
     if (results or {}).get("pseudo_label_auc") is not None:
-        parts.append(f"<p>Pseudo-label frame AUC on {results['n_train_masks']} masked training "
-                     f"videos: {100 * results['pseudo_label_auc_raw']:.2f}% before, "
-                     f"{100 * results['pseudo_label_auc']:.2f}% after refinement (paper Table "
-                     "7).</p>")
+        parts.append(
+            f"<p>Pseudo-label frame AUC on {results['n_train_masks']} masked training "
+            f"videos: {100 * results['pseudo_label_auc_raw']:.2f}% before, "
+            f"{100 * results['pseudo_label_auc']:.2f}% after refinement (paper Table "
+            "7).</p>"
+        )
     return parts
 
 
@@ -229,23 +251,34 @@ def write_report(path, run_dir, scores_path, metrics, dataset, results, images):
     images."""
     esc = html.escape
     title = esc(Path(run_dir).name)
-    table = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
-                    for k, v in metric_rows(metrics, dataset))
-    parts = [f"<h1>{title}</h1><p>run <code>{esc(str(run_dir))}</code>, dataset "
-             f"<b>{esc(dataset)}</b>, scores <code>{esc(scores_path.name)}</code></p>",
-             f"<h2>Test metrics</h2><table>{table}</table>"]
+    table = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in metric_rows(metrics, dataset)
+    )
+    parts = [
+        (
+            f"<h1>{title}</h1><p>run <code>{esc(str(run_dir))}</code>, dataset "
+            f"<b>{esc(dataset)}</b>, scores <code>{esc(scores_path.name)}</code></p>"
+        ),
+        f"<h2>Test metrics</h2><table>{table}</table>",
+    ]
     parts += _checkpoint_table(results)
-    parts += [f"<figure><img src='{esc(f)}'><figcaption>{esc(c)}</figcaption></figure>"
-              for f, c in images]
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:auto}"
-             "table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}")
-    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
-                    f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+    parts += [
+        f"<figure><img src='{esc(f)}'><figcaption>{esc(c)}</figcaption></figure>" for f, c in images
+    ]
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:auto}"
+        "table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px}img{max-width:100%}"
+    )
+    path.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
+        f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
 
 
-def visualize(cfg, run_dir, scores=None, videos=(), max_videos=8, gradcam=(), checkpoint=None,
-              out=None):
+def visualize(
+    cfg, run_dir, scores=None, videos=(), max_videos=8, gradcam=(), checkpoint=None, out=None
+):
     """Writes the figures and report.html of the run in run_dir (module docstring) -> {"metrics",
     "images" (file names), "out" (folder)}.
 
@@ -259,8 +292,10 @@ def visualize(cfg, run_dir, scores=None, videos=(), max_videos=8, gradcam=(), ch
     clips = [parse_clip(spec) for spec in gradcam]
     checkpoint = Path(checkpoint or run_dir / "checkpoints" / "last.pth")
     if clips and not checkpoint.is_file():
-        raise NotFoundError(f"--gradcam needs a stage-2 checkpoint: {checkpoint} does not exist "
-                            "(pass --checkpoint FILE)")
+        raise NotFoundError(
+            f"--gradcam needs a stage-2 checkpoint: {checkpoint} does not exist "
+            "(pass --checkpoint FILE)"
+        )
     out = Path(out) if out else run_dir / "figures"
     if out.exists() and not out.is_dir():
         raise ExistsError(f"--out {out} is a file, not a folder")
@@ -274,8 +309,13 @@ def visualize(cfg, run_dir, scores=None, videos=(), max_videos=8, gradcam=(), ch
             os.replace(file, out / file.name)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    logger.info("%s: %s; wrote %d figures and report.html to %s", run_dir.name, report["headline"],
-                len(report["images"]), out)
+    logger.info(
+        "%s: %s; wrote %d figures and report.html to %s",
+        run_dir.name,
+        report["headline"],
+        len(report["images"]),
+        out,
+    )
     return {"metrics": report["metrics"], "images": report["images"], "out": str(out)}
 
 
@@ -290,8 +330,12 @@ def make_figures(cfg, run_dir, out, scores_file, wanted, max_videos, clips, chec
     s, y, _ = expand_to_frames(scores, labels, [v.name for v in videos], clip_len, t.MAX_PAD_CLIPS)
     chosen = choose_videos(videos, wanted, max_videos)
     plot_score_curves(out / "score_curves.png", chosen, scores, labels, clip_len)
-    images = [("score_curves.png",
-               "anomaly scores (blue) and ground-truth anomalies (shaded), cf. paper Fig. 7")]
+    images = [
+        (
+            "score_curves.png",
+            "anomaly scores (blue) and ground-truth anomalies (shaded), cf. paper Fig. 7",
+        )
+    ]
     titles = {"roc": "frame-level ROC", "pr": "frame-level precision-recall"}
     # the curve of the dataset's headline metric first
     curves = {"auc": "roc", "ap": "pr"}
@@ -304,8 +348,12 @@ def make_figures(cfg, run_dir, out, scores_file, wanted, max_videos, clips, chec
         images += gradcam_figures(cfg, checkpoint, clips, out)
     results_file = run_dir / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else None
-    write_report(out / "report.html", run_dir, scores_path, metrics, cfg.DATA.DATASET, results,
-                 images)
+    write_report(
+        out / "report.html", run_dir, scores_path, metrics, cfg.DATA.DATASET, results, images
+    )
     rows = metric_rows(metrics, cfg.DATA.DATASET)[:2]
-    return {"metrics": metrics, "images": [f for f, _ in images],
-            "headline": "  ".join(f"{k} {v}" for k, v in rows)}
+    return {
+        "metrics": metrics,
+        "images": [f for f, _ in images],
+        "headline": "  ".join(f"{k} {v}" for k, v in rows),
+    }

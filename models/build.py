@@ -3,10 +3,12 @@
 Each choice is one entry in a plain dict (STAGE1_LOSSES here; BACKBONES, the backbone classes, in
 models/mist.py, which builds MIST(backbone=name)): adding one = a builder + an entry.
 """
+
 from functools import partial
 
 from models.losses import mil_ranking_loss
 from models.mil_generator import MILGenerator
+
 # MODEL.BACKBONE -> backbone class (width=...); owned by models/mist.py, which looks the name up
 from models.mist import BACKBONES, MIST
 from models.sultani import sultani_loss
@@ -15,22 +17,36 @@ from utils.registry import choose
 
 def build_generator(cfg):
     """The stage-1 MIL generator for DATA.FEATURE_DIM features."""
-    return MILGenerator(in_dim=cfg.DATA.FEATURE_DIM, dropout=cfg.STAGE1.DROPOUT,
-                        fast_dropout=cfg.STAGE1.FAST_DROPOUT)
+    return MILGenerator(
+        in_dim=cfg.DATA.FEATURE_DIM,
+        dropout=cfg.STAGE1.DROPOUT,
+        fast_dropout=cfg.STAGE1.FAST_DROPOUT,
+    )
 
 
 def build_model(cfg):
     """The stage-2 MIST encoder named by MODEL.BACKBONE (a BACKBONES key), randomly initialised."""
     choose(BACKBONES, "MODEL.BACKBONE", cfg.MODEL.BACKBONE)
-    return MIST(backbone=cfg.MODEL.BACKBONE, expand_k=cfg.MODEL.EXPAND_K, dropout=cfg.MODEL.DROPOUT,
-                width=cfg.MODEL.WIDTH, use_sga=cfg.MODEL.SGA)
+    return MIST(
+        backbone=cfg.MODEL.BACKBONE,
+        expand_k=cfg.MODEL.EXPAND_K,
+        dropout=cfg.MODEL.DROPOUT,
+        width=cfg.MODEL.WIDTH,
+        use_sga=cfg.MODEL.SGA,
+    )
 
 
 def _mist_loss(cfg):
     """MIST's ranking loss over (B, L*T) sampled clip scores (top-k or sub-bag-mean bag scores)."""
     s1 = cfg.STAGE1
-    return partial(mil_ranking_loss, topk=s1.TOPK, lambda_sparse=s1.LAMBDA_SPARSE,
-                   lambda_smooth=s1.LAMBDA_SMOOTH, bag_score=s1.BAG_SCORE, part_len=s1.PART_LEN)
+    return partial(
+        mil_ranking_loss,
+        topk=s1.TOPK,
+        lambda_sparse=s1.LAMBDA_SPARSE,
+        lambda_smooth=s1.LAMBDA_SMOOTH,
+        bag_score=s1.BAG_SCORE,
+        part_len=s1.PART_LEN,
+    )
 
 
 def _sultani_loss(cfg):

@@ -1,9 +1,10 @@
 """C3D backbone (Sports-1M layout) as MIST's `models/C3D_STD.py` (docs/REFERENCE.md §3.3).
 
-conv1a..conv5b, every conv 3x3x3 / padding 1 / bias, each followed by ReLU; no pool5 and no fc6/fc7 (the
-released MIST-C3D has 34.7 M parameters, not the 85 M of the paper, §7). Parameter names are the official
-ones (`conv4b.weight`), so the authors' checkpoints load without renaming the backbone.
+conv1a..conv5b, every conv 3x3x3 / padding 1 / bias, each followed by ReLU; no pool5 and no fc6/fc7
+(the released MIST-C3D has 34.7 M parameters, not the 85 M of the paper, §7). Parameter names are
+the official ones (`conv4b.weight`), so the authors' checkpoints load without renaming the backbone.
 """
+
 from torch import nn
 from torch.nn import functional as F
 
@@ -11,11 +12,18 @@ from models.i3d import scale_channels
 
 # (name, out_channels) for convs; (name, kernel = stride) for max-pools, in forward order
 LAYERS = (
-    ("conv1a", 64), ("pool1", (1, 2, 2)),
-    ("conv2a", 128), ("pool2", (2, 2, 2)),
-    ("conv3a", 256), ("conv3b", 256), ("pool3", (2, 2, 2)),
-    ("conv4a", 512), ("conv4b", 512), ("pool4", (2, 2, 2)),
-    ("conv5a", 512), ("conv5b", 512),
+    ("conv1a", 64),
+    ("pool1", (1, 2, 2)),
+    ("conv2a", 128),
+    ("pool2", (2, 2, 2)),
+    ("conv3a", 256),
+    ("conv3b", 256),
+    ("pool3", (2, 2, 2)),
+    ("conv4a", 512),
+    ("conv4b", 512),
+    ("pool4", (2, 2, 2)),
+    ("conv5a", 512),
+    ("conv5b", 512),
 )
 
 
@@ -42,7 +50,8 @@ class C3D(nn.Module):
 
     def blocks(self, x):
         """Yields (name, output) in forward order; conv outputs are yielded *before* their ReLU (the
-        official backbone applies one shared ReLU functionally, so its golden hooks see pre-ReLU values).
+        official backbone applies one shared ReLU functionally, so its golden hooks see pre-ReLU
+        values).
 
         x: (B, 3, T, H, W), BGR minus the Sports-1M mean (§3.5).
         """
@@ -53,7 +62,8 @@ class C3D(nn.Module):
                 x = F.relu(x)
 
     def forward(self, x):
-        """x: (B, 3, 16, 112, 112) -> conv5b (B, 512, 2, 7, 7), conv4b (B, 512, 4, 14, 14), both after ReLU."""
+        """x: (B, 3, 16, 112, 112) -> conv5b (B, 512, 2, 7, 7), conv4b (B, 512, 4, 14, 14), both
+        after ReLU."""
         for name, x in self.blocks(x):
             if name == "conv4b":
                 conv4b = x

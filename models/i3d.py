@@ -1,15 +1,17 @@
-"""Inflated Inception-v1 (I3D) backbone, laid out as MIST's `models/I3D_STD.py` (docs/REFERENCE.md §3.2).
+"""Inflated Inception-v1 (I3D) backbone, laid out as MIST's `models/I3D_STD.py` (docs/REFERENCE.md
+§3.2).
 
-MIST's backbone is hassony2/kinetics_i3d_pytorch `src/i3dpt.py` with the classifier removed, so module and
-parameter names here are hassony2's (`mixed_4f.branch_1.1.batch3d.running_var`): Kinetics checkpoints and
-the authors' MIST checkpoints load without renaming the backbone.
+MIST's backbone is hassony2/kinetics_i3d_pytorch `src/i3dpt.py` with the classifier removed, so
+module and parameter names here are hassony2's (`mixed_4f.branch_1.1.batch3d.running_var`): Kinetics
+checkpoints and the authors' MIST checkpoints load without renaming the backbone.
 
-Padding (why this is not plain TF-SAME): hassony2 pads each spatial axis by a fixed max(k - s, 0), split
-top = pad // 2, bottom = the rest, and its max-pools use ceil_mode. That equals TF-SAME whenever the input
-size is divisible by the stride (224x224, 240x320) but aligns the pooling windows differently when it is not
-(width 85 at `maxPool3d_3a_3x3` for 256x340 input; golden README §2.7). Time is padded TF-SAME from T mod
-stride, as MIST does. The 256x340 golden vectors pin this behaviour down.
-"""
+Padding (why this is not plain TF-SAME): hassony2 pads each spatial axis by a fixed max(k - s, 0),
+split top = pad // 2, bottom = the rest, and its max-pools use ceil_mode. That equals TF-SAME
+whenever the input size is divisible by the stride (224x224, 240x320) but aligns the pooling windows
+differently when it is not (width 85 at `maxPool3d_3a_3x3` for 256x340 input; golden README §2.7).
+Time is padded TF-SAME from T mod stride, as MIST does. The 256x340 golden vectors pin this
+behaviour down."""
+
 from collections import OrderedDict
 from functools import partial
 
@@ -17,22 +19,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# (branch_0, branch_1 reduce, branch_1, branch_2 reduce, branch_2, branch_3) output channels, Inception-v1
-MIXED_SPECS = OrderedDict([
-    ("mixed_3b", (64, 96, 128, 16, 32, 32)),
-    ("mixed_3c", (128, 128, 192, 32, 96, 64)),
-    ("mixed_4b", (192, 96, 208, 16, 48, 64)),
-    ("mixed_4c", (160, 112, 224, 24, 64, 64)),
-    ("mixed_4d", (128, 128, 256, 24, 64, 64)),
-    ("mixed_4e", (112, 144, 288, 32, 64, 64)),
-    ("mixed_4f", (256, 160, 320, 32, 128, 128)),
-    ("mixed_5b", (256, 160, 320, 32, 128, 128)),
-    ("mixed_5c", (384, 192, 384, 48, 128, 128)),
-])
+# (branch_0, branch_1 reduce, branch_1, branch_2 reduce, branch_2, branch_3) output channels,
+# Inception-v1
+MIXED_SPECS = OrderedDict(
+    [
+        ("mixed_3b", (64, 96, 128, 16, 32, 32)),
+        ("mixed_3c", (128, 128, 192, 32, 96, 64)),
+        ("mixed_4b", (192, 96, 208, 16, 48, 64)),
+        ("mixed_4c", (160, 112, 224, 24, 64, 64)),
+        ("mixed_4d", (128, 128, 256, 24, 64, 64)),
+        ("mixed_4e", (112, 144, 288, 32, 64, 64)),
+        ("mixed_4f", (256, 160, 320, 32, 128, 128)),
+        ("mixed_5b", (256, 160, 320, 32, 128, 128)),
+        ("mixed_5c", (384, 192, 384, 48, 128, 128)),
+    ]
+)
 
 
 def scale_channels(channels, width):
-    """Channel count times the width multiplier, rounded, at least 1 (width=1.0 leaves it unchanged)."""
+    """Channel count times the width multiplier, rounded, at least 1 (width=1.0 leaves it
+    unchanged)."""
     return max(1, int(round(channels * width)))
 
 
@@ -42,7 +48,8 @@ def _pad_split(total):
 
 
 def same_padding(kernel, stride, time_steps):
-    """F.pad tuple (w0, w1, h0, h1, t0, t1) for a (kt, kh, kw) window with (st, sh, sw) stride on T steps.
+    """F.pad tuple (w0, w1, h0, h1, t0, t1) for a (kt, kh, kw) window with (st, sh, sw) stride on T
+    steps.
 
     Space: hassony2's static max(k - s, 0). Time: TF-SAME, max(k - (s if T % s == 0 else T % s), 0).
     """
@@ -54,7 +61,8 @@ def same_padding(kernel, stride, time_steps):
 
 
 class Unit3D(nn.Module):
-    """Conv3d (no bias) -> BatchNorm3d(eps 1e-3) -> ReLU with TF-style SAME padding (hassony2 `Unit3Dpy`)."""
+    """Conv3d (no bias) -> BatchNorm3d(eps 1e-3) -> ReLU with TF-style SAME padding (hassony2
+    `Unit3Dpy`)."""
 
     def __init__(self, in_channels, out_channels, kernel=(1, 1, 1), stride=(1, 1, 1)):
         super().__init__()
@@ -62,7 +70,9 @@ class Unit3D(nn.Module):
         # stride 1 with odd kernels pads symmetrically, which the conv can do itself (no extra copy)
         self.symmetric = all(s == 1 for s in self.stride) and all(k % 2 for k in self.kernel)
         padding = tuple(k // 2 for k in self.kernel) if self.symmetric else 0
-        self.conv3d = nn.Conv3d(in_channels, out_channels, self.kernel, self.stride, padding, bias=False)
+        self.conv3d = nn.Conv3d(
+            in_channels, out_channels, self.kernel, self.stride, padding, bias=False
+        )
         self.batch3d = nn.BatchNorm3d(out_channels, eps=1e-3)
 
     def forward(self, x):
@@ -102,7 +112,9 @@ class Mixed(nn.Module):
 
     def forward(self, x):
         """x: (B, C_in, T, H, W) -> (B, c0+c1+c2+c3, T, H, W)."""
-        return torch.cat([self.branch_0(x), self.branch_1(x), self.branch_2(x), self.branch_3(x)], dim=1)
+        return torch.cat(
+            [self.branch_0(x), self.branch_1(x), self.branch_2(x), self.branch_3(x)], dim=1
+        )
 
 
 class I3D(nn.Module):
@@ -133,13 +145,15 @@ class I3D(nn.Module):
         self.out_channels = channels
 
     def blocks(self, x):
-        """Yields (name, output) for every child in forward order; x: (B, 3, T, H, W) scaled to [-1, 1]."""
+        """Yields (name, output) for every child in forward order; x: (B, 3, T, H, W) scaled to [-1,
+        1]."""
         for name, block in self.named_children():
             x = block(x)
             yield name, x
 
     def forward(self, x):
-        """x: (B, 3, 16, H, W) -> mixed_5c (B, 1024, 2, ~H/32, ~W/32), mixed_4f (B, 832, 4, ~H/16, ~W/16)."""
+        """x: (B, 3, 16, H, W) -> mixed_5c (B, 1024, 2, ~H/32, ~W/32), mixed_4f (B, 832, 4, ~H/16,
+        ~W/16)."""
         for name, x in self.blocks(x):
             if name == "mixed_4f":
                 mixed_4f = x

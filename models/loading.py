@@ -1,10 +1,10 @@
 """Checkpoint -> a model in eval mode, for the procedures that only run one (infer, export, ...).
 
-A stage-2 checkpoint written by tools/train_stage2.py is rebuilt from its own config; any other MIST file
-(the authors' checkpoints, converted state dicts) from the given config's MODEL keys, as
+A stage-2 checkpoint written by tools/train_stage2.py is rebuilt from its own config; any other MIST
+file (the authors' checkpoints, converted state dicts) from the given config's MODEL keys, as
 engine/evaluate.py does. Files are read by utils.checkpoint.read_checkpoint (a stored config is
-merged into today's defaults).
-"""
+merged into today's defaults)."""
+
 import torch
 
 from models.build import build_generator, build_model
@@ -14,7 +14,8 @@ from utils.errors import InputError
 
 
 def load_mist(path, cfg):
-    """MIST checkpoint (any layout of models/weights.py) -> (MIST in eval mode, config it was built from)."""
+    """MIST checkpoint (any layout of models/weights.py) -> (MIST in eval mode, config it was built
+    from)."""
     _, saved = read_checkpoint(path)
     model_cfg = cfg if saved is None else saved
     model = build_model(model_cfg)
@@ -23,21 +24,26 @@ def load_mist(path, cfg):
 
 
 def load_generator(path):
-    """Stage-1 checkpoint (tools/train_stage1.py) -> (MILGenerator in eval mode, its training config)."""
+    """Stage-1 checkpoint (tools/train_stage1.py) -> (MILGenerator in eval mode, its training
+    config)."""
     state, train_cfg = read_checkpoint(path)
     if not (isinstance(state, dict) and state.get("kind") == "stage1"):
-        raise InputError(f"{path} is not a stage-1 checkpoint (no kind 'stage1'); pass a checkpoints/*.pth of "
-                         "a tools/train_stage1.py run")
+        raise InputError(
+            f"{path} is not a stage-1 checkpoint (no kind 'stage1'); pass a checkpoints/*.pth of "
+            "a tools/train_stage1.py run"
+        )
     if train_cfg is None:
-        raise InputError(f"{path} is a stage-1 checkpoint without its config: re-save it with "
-                         "'cfg'")
+        raise InputError(
+            f"{path} is a stage-1 checkpoint without its config: re-save it with 'cfg'"
+        )
     model = build_generator(train_cfg)
     model.load_state_dict(state["model"])
     return model.eval(), train_cfg
 
 
 def inference_amp(amp, device):
-    """INFER.AMP 'auto' | 'off' | 'bf16' | 'fp16' -> the mode for torch.autocast: auto = fp16 on CUDA, else off."""
+    """INFER.AMP 'auto' | 'off' | 'bf16' | 'fp16' -> the mode for torch.autocast: auto = fp16 on
+    CUDA, else off."""
     if amp not in ("auto", "off", "bf16", "fp16"):
         raise InputError(f"INFER.AMP = {amp!r} is not one of ('auto', 'off', 'bf16', 'fp16')")
     if amp == "auto":

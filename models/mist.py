@@ -1,4 +1,6 @@
-"""MIST stage-2 model: backbone + self-guided attention + weighted-classification head (docs/REFERENCE.md §3.4)."""
+"""MIST stage-2 model: backbone + self-guided attention + weighted-classification head
+(docs/REFERENCE.md §3.4)."""
+
 import torch
 from torch import nn
 
@@ -13,13 +15,12 @@ BACKBONES = {"i3d": I3D, "c3d": C3D}
 class MIST(nn.Module):
     """Official I3D_SGA_STD / C3D_SGA_STD with plain names.
 
-    backbone: I3D (SGA on mixed_4f, head on mixed_5c) or C3D (SGA on conv4b, head on conv5b);
-    sga: SelfGuidedAttention(out_t=2), which also holds the guided head;
-    head: Dropout(dropout) -> Linear(C, 2) on the global average of (1 + A) * F5.
-    At width=1 the parameter counts are 30,993,827 (I3D) and 34,743,875 (C3D), as the official models.
-    Official key names map to these by `models.weights.convert_state_dict`.
-    use_sga=False drops the SGA (A = 0, no guided head): the paper's Table 5 "w/o SGA" row.
-    """
+    backbone: I3D (SGA on mixed_4f, head on mixed_5c) or C3D (SGA on conv4b, head on conv5b); sga:
+    SelfGuidedAttention(out_t=2), which also holds the guided head; head: Dropout(dropout) ->
+    Linear(C, 2) on the global average of (1 + A) * F5. At width=1 the parameter counts are
+    30,993,827 (I3D) and 34,743,875 (C3D), as the official models. Official key names map to these
+    by `models.weights.convert_state_dict`. use_sga=False drops the SGA (A = 0, no guided head): the
+    paper's Table 5 "w/o SGA" row."""
 
     def __init__(self, backbone="i3d", expand_k=8, dropout=0.8, width=1.0, use_sga=True):
         super().__init__()
@@ -27,7 +28,11 @@ class MIST(nn.Module):
             raise InputError(f"unknown backbone {backbone!r}; use one of {sorted(BACKBONES)}")
         self.backbone_name = backbone
         self.backbone = BACKBONES[backbone](width=width)
-        self.sga = SelfGuidedAttention(self.backbone.sga_channels, expand_k=expand_k, out_t=2) if use_sga else None
+        self.sga = (
+            SelfGuidedAttention(self.backbone.sga_channels, expand_k=expand_k, out_t=2)
+            if use_sga
+            else None
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.backbone.out_channels, 2)
 
@@ -41,13 +46,24 @@ class MIST(nn.Module):
         f5, f4 = self.backbone(clips)
         if self.sga is None:
             logits = self.head(self.dropout(f5.mean(dim=(2, 3, 4))))
-            return {"logits": logits, "guided_logits": None, "attention": None, "feature_map": f5, "sga_m": None}
+            return {
+                "logits": logits,
+                "guided_logits": None,
+                "attention": None,
+                "feature_map": f5,
+                "sga_m": None,
+            }
         attention, guided_logits, sga_m = self.sga(f4)
         # A broadcasts over channels and time: F = F5 + A * F5 (§3.4)
         feature_map = f5 + attention * f5
         logits = self.head(self.dropout(feature_map.mean(dim=(2, 3, 4))))
-        return {"logits": logits, "guided_logits": guided_logits, "attention": attention,
-                "feature_map": feature_map, "sga_m": sga_m}
+        return {
+            "logits": logits,
+            "guided_logits": guided_logits,
+            "attention": attention,
+            "feature_map": feature_map,
+            "sga_m": sga_m,
+        }
 
 
 def anomaly_score(out):

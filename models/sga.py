@@ -1,4 +1,6 @@
-"""Self-guided attention (SGA) branch, as `models/Attention.py` of the official code (docs/REFERENCE.md §3.1)."""
+"""Self-guided attention (SGA) branch, as `models/Attention.py` of the official code
+(docs/REFERENCE.md §3.1)."""
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -19,12 +21,16 @@ class SelfGuidedAttention(nn.Module):
     def __init__(self, in_channels, expand_k=8, out_t=2):
         super().__init__()
         if out_t not in (2, 4):
-            raise InputError(f"SelfGuidedAttention out_t must be 2 or 4 (the official variants), got {out_t}")
+            raise InputError(
+                f"SelfGuidedAttention out_t must be 2 or 4 (the official variants), got {out_t}"
+            )
         self.expand_k = expand_k
         heads = 2 * expand_k
         # out_t=2 (the variant used, §3.1) pads T by 0 so T 4->2; out_t=4 pads by 1 and keeps T=4.
         t_pad = 1 if out_t == 4 else 0
-        self.conv_atten = nn.Conv3d(in_channels, in_channels, 3, stride=(1, 2, 2), padding=(t_pad, 1, 1))
+        self.conv_atten = nn.Conv3d(
+            in_channels, in_channels, 3, stride=(1, 2, 2), padding=(t_pad, 1, 1)
+        )
         self.att_1 = nn.Conv3d(in_channels, heads, 1)
         self.att_2 = nn.Conv3d(heads, heads, 1)
         self.att_3 = nn.Conv3d(heads, 1, (out_t, 1, 1))

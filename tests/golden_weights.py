@@ -1,9 +1,11 @@
-"""Rebuilds the golden vectors' official weights and inputs (tests/golden/README rule, golden README §1).
+"""Rebuilds the golden vectors' official weights and inputs (tests/golden/README rule, golden README
+§1).
 
-Weights: for the i-th entry of the *official* state_dict (official key order, num_batches_tracked included),
-rng = RandomState(1000 + i) draws running_var U(0.5, 1.5), running_mean N(0, 0.1), BN gamma U(0.8, 1.2),
-tensors with >= 2 dims N(0, 1/sqrt(fan_in)), other 1-D tensors N(0, 0.01); cast to float32 afterwards.
-"""
+Weights: for the i-th entry of the *official* state_dict (official key order, num_batches_tracked
+included), rng = RandomState(1000 + i) draws running_var U(0.5, 1.5), running_mean N(0, 0.1), BN
+gamma U(0.8, 1.2), tensors with >= 2 dims N(0, 1/sqrt(fan_in)), other 1-D tensors N(0, 0.01); cast
+to float32 afterwards."""
+
 import hashlib
 import json
 from collections import OrderedDict
@@ -27,7 +29,8 @@ def golden(name):
 
 
 def rule_array(i, key, shape):
-    """The golden weight rule for entry i of an official state dict -> float32 array (int64 0 for counters)."""
+    """The golden weight rule for entry i of an official state dict -> float32 array (int64 0 for
+    counters)."""
     if key.endswith("num_batches_tracked"):
         return np.zeros(shape, dtype=np.int64)
     rng = np.random.RandomState(1000 + i)
@@ -45,16 +48,19 @@ def rule_array(i, key, shape):
 
 
 def official_state_dict(name, check_sha=True):
-    """Official-keyed state dict of manifest `name` filled by the weight rule, in the official order.
+    """Official-keyed state dict of manifest `name` filled by the weight rule, in the official
+    order.
 
-    check_sha: compare every generated array with the manifest's sha256 (proves the rule is reproduced).
-    """
+    check_sha: compare every generated array with the manifest's sha256 (proves the rule is
+    reproduced)."""
     out = OrderedDict()
     for entry in manifest(name)["weight_rule_entries"]:
         arr = rule_array(entry["i"], entry["key"], tuple(entry["shape"]))
         if check_sha and entry["sha256_le"] is not None:
             digest = hashlib.sha256(arr.astype("<f4").tobytes()).hexdigest()
-            assert digest == entry["sha256_le"], f"weight rule mismatch at entry {entry['i']} {entry['key']}"
+            assert digest == entry["sha256_le"], (
+                f"weight rule mismatch at entry {entry['i']} {entry['key']}"
+            )
         out[entry["key"]] = torch.from_numpy(arr)
     return out
 
@@ -75,11 +81,12 @@ def sga_input():
 
 
 def check_input(x, ref, name):
-    """Asserts a regenerated input equals the stored fingerprint of golden file `name` (ref = its arrays)."""
+    """Asserts a regenerated input equals the stored fingerprint of golden file `name` (ref = its
+    arrays)."""
     assert list(x.shape) == ref["input_shape"].tolist()
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(x64.sum(), ref["input_sum_f64"], rtol=1e-12)
-    np.testing.assert_allclose((x64 ** 2).sum(), ref["input_sumsq_f64"], rtol=1e-12)
+    np.testing.assert_allclose((x64**2).sum(), ref["input_sumsq_f64"], rtol=1e-12)
     np.testing.assert_array_equal(x.reshape(-1)[:16], ref["input_first16"])
     np.testing.assert_array_equal(x.reshape(-1)[-16:], ref["input_last16"])
     digests = json.loads((GOLDEN / "inputs_sha256.json").read_text())
@@ -88,7 +95,11 @@ def check_input(x, ref, name):
 
 def assert_golden(ours, ref, name):
     """max|ours - ref| <= 1e-5 * max(1, max|ref|) (golden README §3); ref is the `_f64` array."""
-    ours = ours.detach().double().numpy() if torch.is_tensor(ours) else np.asarray(ours, dtype=np.float64)
+    ours = (
+        ours.detach().double().numpy()
+        if torch.is_tensor(ours)
+        else np.asarray(ours, dtype=np.float64)
+    )
     assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != golden {ref.shape}"
     err, limit = np.abs(ours - ref).max(), 1e-5 * max(1.0, np.abs(ref).max())
     assert err <= limit, f"{name}: max|diff| {err:.3g} > {limit:.3g}"

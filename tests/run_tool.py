@@ -1,8 +1,9 @@
 """A tool's command line, run in-process as `python tools/<name>.py ARGS` runs it.
 
-tools/ is not a package: the procedures are tested through engine/, and only the tests of a tool's own
-command line (its arguments, its exit status, its one-line errors) run the tool, through these two.
-"""
+tools/ is not a package: the procedures are tested through engine/, and only the tests of a tool's
+own command line (its arguments, its exit status, its one-line errors) run the tool, through these
+two."""
+
 import runpy
 from pathlib import Path
 
@@ -11,7 +12,8 @@ _tools = {}
 
 
 def tool_namespace(name):
-    """-> the names tools/<name>.py defines (its main, its parse_args), loaded from its file once."""
+    """-> the names tools/<name>.py defines (its main, its parse_args), loaded from its file
+    once."""
     if name not in _tools:
         _tools[name] = runpy.run_path(str(TOOLS / f"{name}.py"), run_name=f"mist_tool_{name}")
     return _tools[name]
@@ -23,5 +25,6 @@ def tool_main(name):
 
 
 def run_tool(name, argv):
-    """-> what tools/<name>.py's main returns for the command line `argv` (its exceptions propagate)."""
+    """-> what tools/<name>.py's main returns for the command line `argv` (its exceptions
+    propagate)."""
     return tool_main(name)(list(argv))

@@ -1,4 +1,6 @@
-"""A tiny ShanghaiTech-format stage-2 dataset: frames h5, splits, masks, pseudo-labels (fast CPU tests)."""
+"""A tiny ShanghaiTech-format stage-2 dataset: frames h5, splits, masks, pseudo-labels (fast CPU
+tests)."""
+
 from pathlib import Path
 
 import h5py
@@ -19,11 +21,12 @@ def _frames(rng, n_frames, mask):
 
 
 def make_tiny_videos(root, n_train=4, n_test=2, seed=0):
-    """n_train normal + n_train abnormal train videos, n_test + n_test test videos, 3-5 segments each.
+    """n_train normal + n_train abnormal train videos, n_test + n_test test videos, 3-5 segments
+    each.
 
-    Writes frames.h5 (official frame layout), train.txt, test.txt, masks/ and pseudo_labels.{npy,npz}
-    (the abnormal videos' true clip-level anomaly fraction, as a perfect stage 1 would give) -> paths.
-    """
+    Writes frames.h5 (official frame layout), train.txt, test.txt, masks/ and
+    pseudo_labels.{npy,npz} (the abnormal videos' true clip-level anomaly fraction, as a perfect
+    stage 1 would give) -> paths."""
     root = Path(root)
     rng = np.random.default_rng(seed)
     (root / "masks").mkdir(parents=True, exist_ok=True)
@@ -39,25 +42,58 @@ def make_tiny_videos(root, n_train=4, n_test=2, seed=0):
                     np.save(root / "masks" / f"{name}.npy", mask)
                 frames = _frames(rng, n_frames, mask)
                 for s in range(n_frames // 16):
-                    h5.create_dataset(frame_key(name, s), data=encode_segment(frames[16 * s:16 * s + 16]), chunks=True)
+                    h5.create_dataset(
+                        frame_key(name, s),
+                        data=encode_segment(frames[16 * s : 16 * s + 16]),
+                        chunks=True,
+                    )
                 if split == "tr":
-                    pseudo[name] = np.zeros(n_frames // 16) if mask is None else \
-                        mask[: 16 * (n_frames // 16)].reshape(-1, 16).mean(axis=1)
-                lines.append(f"{name},{abnormal}" + ("" if split == "tr" else f",{-1 if abnormal else n_frames}"))
+                    pseudo[name] = (
+                        np.zeros(n_frames // 16)
+                        if mask is None
+                        else mask[: 16 * (n_frames // 16)].reshape(-1, 16).mean(axis=1)
+                    )
+                lines.append(
+                    f"{name},{abnormal}"
+                    + ("" if split == "tr" else f",{-1 if abnormal else n_frames}")
+                )
     (root / "train.txt").write_text("\n".join(train_lines) + "\n")
     (root / "test.txt").write_text("\n".join(test_lines) + "\n")
     save_pseudo_labels(root / "pseudo_labels", pseudo)
-    return {"frames": root / "frames.h5", "train": root / "train.txt", "test": root / "test.txt",
-            "masks": root / "masks", "pseudo_labels": root / "pseudo_labels.npz"}
+    return {
+        "frames": root / "frames.h5",
+        "train": root / "train.txt",
+        "test": root / "test.txt",
+        "masks": root / "masks",
+        "pseudo_labels": root / "pseudo_labels.npz",
+    }
 
 
 def tiny_stage2_opts(paths, out, backbone="c3d", epochs=2, **extra):
     """KEY VALUE overrides for a stage-2 run on the tiny videos with a width-reduced backbone."""
-    opts = {"DATA.DATASET": "shanghaitech", "DATA.FRAMES": paths["frames"], "DATA.TRAIN_SPLIT": paths["train"],
-            "DATA.TEST_SPLIT": paths["test"], "DATA.TEST_MASK_DIR": paths["masks"],
-            "DATA.PSEUDO_LABELS": paths["pseudo_labels"], "DATA.NUM_WORKERS": 0,
-            "DATA.TRAIN_SIZE": "[32, 40, 32]", "DATA.TEST_SIZE": "[32, 40, 32]", "MODEL.BACKBONE": backbone,
-            "MODEL.WIDTH": 0.0625, "MODEL.EXPAND_K": 2, "OUTPUT_DIR": out, "STAGE2.EPOCHS": epochs,
-            "STAGE2.EVAL_PERIOD": 1, "STAGE2.BATCH_SIZE": 2, "STAGE2.CLIP_NUM": 2, "STAGE2.FREEZE_EPOCHS": 1,
-            "STAGE2.WARMUP_EPOCHS": 1, "STAGE2.ACCUMULATE": 3, "STAGE2.LR": 1e-3, "TEST.BATCH_SIZE": 8, **extra}
+    opts = {
+        "DATA.DATASET": "shanghaitech",
+        "DATA.FRAMES": paths["frames"],
+        "DATA.TRAIN_SPLIT": paths["train"],
+        "DATA.TEST_SPLIT": paths["test"],
+        "DATA.TEST_MASK_DIR": paths["masks"],
+        "DATA.PSEUDO_LABELS": paths["pseudo_labels"],
+        "DATA.NUM_WORKERS": 0,
+        "DATA.TRAIN_SIZE": "[32, 40, 32]",
+        "DATA.TEST_SIZE": "[32, 40, 32]",
+        "MODEL.BACKBONE": backbone,
+        "MODEL.WIDTH": 0.0625,
+        "MODEL.EXPAND_K": 2,
+        "OUTPUT_DIR": out,
+        "STAGE2.EPOCHS": epochs,
+        "STAGE2.EVAL_PERIOD": 1,
+        "STAGE2.BATCH_SIZE": 2,
+        "STAGE2.CLIP_NUM": 2,
+        "STAGE2.FREEZE_EPOCHS": 1,
+        "STAGE2.WARMUP_EPOCHS": 1,
+        "STAGE2.ACCUMULATE": 3,
+        "STAGE2.LR": 1e-3,
+        "TEST.BATCH_SIZE": 8,
+        **extra,
+    }
     return ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv]

@@ -1,5 +1,6 @@
-"""Ablation configs (paper Tables 4 and 5, the Sultani baseline): each changes only its row's keys and builds
-its model; the w/o-SGA model and its training step."""
+"""Ablation configs (paper Tables 4 and 5, the Sultani baseline): each changes only its row's keys
+and builds its model; the w/o-SGA model and its training step."""
+
 import re
 
 import pytest
@@ -19,7 +20,8 @@ STAGE2_ROWS = {  # Table 5 row -> the keys it changes from the full <backbone>_s
     "no_guided": {"STAGE2.LAMBDA_GUIDED": 0.0},
     "no_sga": {"MODEL.SGA": False},
 }
-UNUSED_BY_SULTANI = {"STAGE1.PART_LEN", "STAGE1.TOPK", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE"}  # no sub-bags
+# no sub-bags
+UNUSED_BY_SULTANI = {"STAGE1.PART_LEN", "STAGE1.TOPK", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE"}
 
 
 def _expected(path):
@@ -30,8 +32,11 @@ def _expected(path):
     if m.group(1) == "t4_isolated":
         return path.parent / f"{backbone}_stage1.yaml", {"STAGE1.SAMPLING": "isolated"}
     if m.group(1) == "sultani":
-        return path.parent / f"{backbone}_stage1.yaml", {"STAGE1.METHOD": "sultani", "STAGE1.LAMBDA_SPARSE": 8e-5,
-                                                         "STAGE1.LAMBDA_SMOOTH": 8e-5}
+        return path.parent / f"{backbone}_stage1.yaml", {
+            "STAGE1.METHOD": "sultani",
+            "STAGE1.LAMBDA_SPARSE": 8e-5,
+            "STAGE1.LAMBDA_SMOOTH": 8e-5,
+        }
     return path.parent / f"{backbone}_stage2.yaml", STAGE2_ROWS[m.group(2)]
 
 
@@ -63,12 +68,20 @@ def test_ablation_changes_only_its_row_and_builds_its_model(path):
         n_params = sum(p.numel() for p in model.parameters())
         full = {"i3d": 30_993_827, "c3d": 34_743_875}[cfg.MODEL.BACKBONE]
         sga = sum(p.numel() for p in build_model(base).sga.parameters())
-        assert n_params == (full if cfg.MODEL.SGA else full - sga) and (model.sga is None) == (not cfg.MODEL.SGA)
+        assert n_params == (full if cfg.MODEL.SGA else full - sga) and (model.sga is None) == (
+            not cfg.MODEL.SGA
+        )
 
 
 def _tiny_cfg(**extra):
-    opts = {"MODEL.BACKBONE": "c3d", "MODEL.WIDTH": 0.0625, "MODEL.EXPAND_K": 2, "MODEL.DROPOUT": 0.0,
-            "STAGE2.ACCUMULATE": 1, **extra}
+    opts = {
+        "MODEL.BACKBONE": "c3d",
+        "MODEL.WIDTH": 0.0625,
+        "MODEL.EXPAND_K": 2,
+        "MODEL.DROPOUT": 0.0,
+        "STAGE2.ACCUMULATE": 1,
+        **extra,
+    }
     return load_cfg(None, [str(x) for kv in opts.items() for x in kv])
 
 

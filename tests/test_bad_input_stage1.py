@@ -1,4 +1,6 @@
-"""Stage-1 bad input: every case stops with a message naming the thing and the fix, and writes nothing."""
+"""Stage-1 bad input: every case stops with a message naming the thing and the fix, and writes
+nothing."""
+
 import h5py
 import numpy as np
 import pytest
@@ -22,7 +24,13 @@ def _fails(tiny, tmp_path, error, match, **opts):
 
 
 def test_missing_feature_file(tiny, tmp_path):
-    _fails(tiny, tmp_path, FileNotFoundError, "DATA.FEATURES", **{"DATA.FEATURES": tmp_path / "nope.h5"})
+    _fails(
+        tiny,
+        tmp_path,
+        FileNotFoundError,
+        "DATA.FEATURES",
+        **{"DATA.FEATURES": tmp_path / "nope.h5"},
+    )
 
 
 def test_split_video_missing_from_h5(tiny, tmp_path):

@@ -1,4 +1,5 @@
 """Stage-2 bad input: a clear message naming the video/file/key and the fix; nothing written."""
+
 import h5py
 import numpy as np
 import pytest
@@ -27,7 +28,9 @@ def _fails(videos, tmp_path, error, match, **opts):
 def _write_avi(path, frames):
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (frames.shape[2], frames.shape[1]))
+    writer = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (frames.shape[2], frames.shape[1])
+    )
     for frame in frames:
         writer.write(frame)
     writer.release()
@@ -42,8 +45,13 @@ def test_video_shorter_than_16_frames(videos, tmp_path):
     for name in frames.names:
         clip = frames.read_segments(name, 0, frames.num_segments(name))
         _write_avi(tmp_path / "vids" / f"{name}.avi", clip[:10] if name == "tr_0000" else clip)
-    _fails(videos, tmp_path, ValueError, "fewer than 16 frames.*tr_0000.*drop them",
-           **{"DATA.FRAMES": tmp_path / "vids", "DATA.FRAMES_KIND": "video"})
+    _fails(
+        videos,
+        tmp_path,
+        ValueError,
+        "fewer than 16 frames.*tr_0000.*drop them",
+        **{"DATA.FRAMES": tmp_path / "vids", "DATA.FRAMES_KIND": "video"},
+    )
 
 
 def test_video_without_pseudo_labels(videos, tmp_path):
@@ -59,8 +67,12 @@ def test_pseudo_labels_of_the_wrong_length_warn_and_align(videos, tmp_path):
     pls["tr_0003"] = pls["tr_0003"][:1]  # far too short
     save_pseudo_labels(tmp_path / "pls", pls)
     with pytest.warns(UserWarning, match="tr_0001"):
-        run_tool("train_stage2", tiny_stage2_opts(videos, tmp_path / "out", epochs=1,
-                                           **{"DATA.PSEUDO_LABELS": tmp_path / "pls.npz"}))
+        run_tool(
+            "train_stage2",
+            tiny_stage2_opts(
+                videos, tmp_path / "out", epochs=1, **{"DATA.PSEUDO_LABELS": tmp_path / "pls.npz"}
+            ),
+        )
     assert (tmp_path / "out" / "results.json").exists()
 
 
@@ -80,10 +92,19 @@ def test_video_missing_from_frames_h5(videos, tmp_path):
 def test_checkpoint_of_the_wrong_backbone(videos, tmp_path):
     cfg = load_cfg(None, tiny_stage2_opts(videos, tmp_path)[2:])  # c3d
     torch.save({"model": build_model(cfg).state_dict()}, tmp_path / "c3d.pth")
-    _fails(videos, tmp_path, ValueError, "(?i)c3d", **{"MODEL.BACKBONE": "i3d", "MODEL.PRETRAINED": tmp_path / "c3d.pth"})
+    _fails(
+        videos,
+        tmp_path,
+        ValueError,
+        "(?i)c3d",
+        **{"MODEL.BACKBONE": "i3d", "MODEL.PRETRAINED": tmp_path / "c3d.pth"},
+    )
     with pytest.raises(ValueError, match="MODEL.BACKBONE i3d"):
-        run_tool("test", tiny_stage2_opts(videos, tmp_path / "t", **{"MODEL.BACKBONE": "i3d"})
-                       + ["TEST.CHECKPOINT", str(tmp_path / "c3d.pth")])
+        run_tool(
+            "test",
+            tiny_stage2_opts(videos, tmp_path / "t", **{"MODEL.BACKBONE": "i3d"})
+            + ["TEST.CHECKPOINT", str(tmp_path / "c3d.pth")],
+        )
     assert not (tmp_path / "t").exists()
 
 
@@ -95,4 +116,6 @@ def test_cuda_requested_without_cuda(videos, tmp_path):
 
 def test_missing_pseudo_label_file_and_frames(videos, tmp_path):
     _fails(videos, tmp_path, FileNotFoundError, "DATA.PSEUDO_LABELS", **{"DATA.PSEUDO_LABELS": ""})
-    _fails(videos, tmp_path, FileNotFoundError, "DATA.FRAMES", **{"DATA.FRAMES": tmp_path / "none.h5"})
+    _fails(
+        videos, tmp_path, FileNotFoundError, "DATA.FRAMES", **{"DATA.FRAMES": tmp_path / "none.h5"}
+    )

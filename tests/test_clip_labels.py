@@ -1,10 +1,17 @@
 """Stage-2 clip positions and labels: hand-computed cases (docs/REFERENCE.md §3.6, §6.15, §6.16)."""
+
 import warnings
 
 import numpy as np
 import pytest
 
-from datasets.clip_labels import align_pseudo_labels, clip_label, clip_labels, random_perturb, video_clip_labels
+from datasets.clip_labels import (
+    align_pseudo_labels,
+    clip_label,
+    clip_labels,
+    random_perturb,
+    video_clip_labels,
+)
 
 
 def _official_bounds(v, n):
@@ -50,8 +57,10 @@ def test_interp_weights_follow_the_frames_of_each_segment():
 
 
 def test_official_inverted_weights_and_max_rule():
-    assert clip_label(PL, 0, 0, mode="interp_official") == pytest.approx(0.6)  # §6.15: PL[c+1] at begin 0
-    assert clip_label(PL, 0, 15, mode="interp_official") == pytest.approx(0.2 * 15 / 16 + 0.6 / 16)  # 0.225
+    # §6.15: PL[c+1] at begin 0
+    assert clip_label(PL, 0, 0, mode="interp_official") == pytest.approx(0.6)
+    # 0.225
+    assert clip_label(PL, 0, 15, mode="interp_official") == pytest.approx(0.2 * 15 / 16 + 0.6 / 16)
     assert clip_label(PL, 0, 8, mode="interp_official") == pytest.approx(0.4)
     assert clip_label(PL, 0, 3, mode="max") == pytest.approx(0.6)
     assert clip_label(PL, 1, 0, mode="max") == pytest.approx(0.6)
@@ -79,13 +88,22 @@ def test_align_pads_with_last_value_or_drops_tail():
         np.testing.assert_array_equal(align_pseudo_labels([0.1, 0.5], 3, "v"), [0.1, 0.5, 0.5])
         np.testing.assert_array_equal(align_pseudo_labels([0.1, 0.5, 0.9], 2, "v"), [0.1, 0.5])
         np.testing.assert_array_equal(align_pseudo_labels([0.1, 0.5], 2, "v"), [0.1, 0.5])
-    with pytest.warns(UserWarning, match=r"video '01_0014': 2 pseudo-labels for 5 frame segments.*padding"):
+    with pytest.warns(
+        UserWarning, match=r"video '01_0014': 2 pseudo-labels for 5 frame segments.*padding"
+    ):
         out = align_pseudo_labels([0.1, 0.5], 5, "01_0014")
     np.testing.assert_array_equal(out, [0.1, 0.5, 0.5, 0.5, 0.5])
     with pytest.warns(UserWarning, match=r"'x': 6 pseudo-labels for 3 .*dropping"):
-        np.testing.assert_array_equal(align_pseudo_labels(np.arange(6.0) / 8, 3, "x"), [0, 0.125, 0.25])
+        np.testing.assert_array_equal(
+            align_pseudo_labels(np.arange(6.0) / 8, 3, "x"), [0, 0.125, 0.25]
+        )
     for bad in (1.5, -0.25, np.nan):  # pseudo-labels are min-max normalised scores
-        with pytest.raises(ValueError, match=rf"video 'y': 1 of its 2 pseudo-labels are outside \[0, 1\] or NaN \(first: {bad}"):
+        with pytest.raises(
+            ValueError,
+            match=(
+                rf"video 'y': 1 of its 2 pseudo-labels are outside \[0, 1\] or NaN \(first: {bad}"
+            ),
+        ):
             align_pseudo_labels([0.5, bad], 2, "y")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -100,10 +118,16 @@ def test_soft_normal_and_hard_video_labels():
     assert abn.dtype == np.float32 and abn.shape == (3, 2)
     s = np.array([0.4, 0.6, 0.6 * 0.75 + 0.3 * 0.25])
     np.testing.assert_allclose(abn, np.stack([1 - s, s], 1), rtol=1e-6)
-    np.testing.assert_array_equal(video_clip_labels(0, None, pos, beg), [[1, 0]] * 3)  # paper: normal = 0
-    np.testing.assert_allclose(video_clip_labels(0, PL, pos, beg, normal_label="pseudo"), abn)  # UCF-C3D §6.16
+    # paper: normal = 0
+    np.testing.assert_array_equal(video_clip_labels(0, None, pos, beg), [[1, 0]] * 3)
+    # UCF-C3D §6.16
+    np.testing.assert_allclose(video_clip_labels(0, PL, pos, beg, normal_label="pseudo"), abn)
     np.testing.assert_array_equal(video_clip_labels(1, None, pos, beg, hard=True), [[0, 1]] * 3)
-    np.testing.assert_array_equal(video_clip_labels(0, PL, pos, beg, normal_label="pseudo", hard=True), [[1, 0]] * 3)
-    np.testing.assert_allclose(video_clip_labels(1, PL, pos, beg, mode="max")[:, 1], [0.6, 0.6, 0.6])
+    np.testing.assert_array_equal(
+        video_clip_labels(0, PL, pos, beg, normal_label="pseudo", hard=True), [[1, 0]] * 3
+    )
+    np.testing.assert_allclose(
+        video_clip_labels(1, PL, pos, beg, mode="max")[:, 1], [0.6, 0.6, 0.6]
+    )
     with pytest.raises(ValueError, match="abnormal video need its pseudo-labels"):
         video_clip_labels(1, None, pos, beg)

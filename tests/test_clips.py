@@ -1,4 +1,6 @@
-"""Stage-2 ClipDataset on a fake frame source whose pixels encode (video, frame index) (docs/REFERENCE.md §3.6)."""
+"""Stage-2 ClipDataset on a fake frame source whose pixels encode (video, frame index)
+(docs/REFERENCE.md §3.6)."""
+
 import warnings
 
 import numpy as np
@@ -13,8 +15,8 @@ from datasets.transforms import TrainTransform
 
 
 class FakeFrames(FrameSource):
-    """A FrameSource whose frame f of video number v has B = f % 256, G = f // 256, R = v in every pixel
-    (read_frames: the base class's slice of read_segments)."""
+    """A FrameSource whose frame f of video number v has B = f % 256, G = f // 256, R = v in every
+    pixel (read_frames: the base class's slice of read_segments)."""
 
     def __init__(self, n_frames, hw=(6, 8)):
         super().__init__(list(n_frames), 16, "fake frames")
@@ -24,15 +26,26 @@ class FakeFrames(FrameSource):
         return self.n_frames[name] // 16
 
     def read_segments(self, name, start, count):
-        assert 0 <= start and count >= 1 and start + count <= self.num_segments(name), (name, start, count)
+        assert 0 <= start and count >= 1 and start + count <= self.num_segments(name), (
+            name,
+            start,
+            count,
+        )
         f = np.arange(start * 16, (start + count) * 16)
         out = np.zeros((f.size, *self.hw, 3), np.uint8)
-        out[..., 0], out[..., 1], out[..., 2] = (f % 256)[:, None, None], (f // 256)[:, None, None], self.names.index(name)
+        out[..., 0], out[..., 1], out[..., 2] = (
+            (f % 256)[:, None, None],
+            (f // 256)[:, None, None],
+            self.names.index(name),
+        )
         return out
 
     def iter_segments(self, name, batch):
         for start in range(0, self.num_segments(name), batch):
-            yield start, self.read_segments(name, start, min(batch, self.num_segments(name) - start))
+            yield (
+                start,
+                self.read_segments(name, start, min(batch, self.num_segments(name) - start)),
+            )
 
 
 def raw(frames, rng):
@@ -48,8 +61,12 @@ def decode(clip):
 
 VIDEOS = [Video("abn_long", 1), Video("norm", 0), Video("abn_one_seg", 1), Video("abn_two_seg", 1)]
 FRAMES = {"abn_long": 16 * 20 + 5, "norm": 16 * 9, "abn_one_seg": 20, "abn_two_seg": 40}
-PLS = {"abn_long": np.linspace(0.0, 0.95, 20) ** 2, "norm": np.full(9, 0.3), "abn_one_seg": np.array([0.7]),
-       "abn_two_seg": np.array([0.1, 0.9])}
+PLS = {
+    "abn_long": np.linspace(0.0, 0.95, 20) ** 2,
+    "norm": np.full(9, 0.3),
+    "abn_one_seg": np.array([0.7]),
+    "abn_two_seg": np.array([0.1, 0.9]),
+}
 
 
 def make(**kw):
@@ -70,9 +87,11 @@ def test_clips_are_16_consecutive_frames_at_perturbed_positions_with_matching_la
             np.testing.assert_array_equal(frames, frames[0] + np.arange(16))
             starts.append(frames[0])
         c, begin = np.array(starts) // 16, np.array(starts) % 16
-        # random_perturb(19, 3) strata: [0, 6], [6, 12], [12, 18] -> segment c + 1 <= 19 always exists
+        # random_perturb(19, 3) strata: [0, 6], [6, 12], [12, 18] -> segment c + 1 <= 19 always
+        # exists
         assert (c >= [0, 6, 12]).all() and (c <= [6, 12, 18]).all()
-        s = clip_labels(PLS["abn_long"], c, begin)  # correct direction: ((16-b) PL[c] + b PL[c+1]) / 16
+        # correct direction: ((16-b) PL[c] + b PL[c+1]) / 16
+        s = clip_labels(PLS["abn_long"], c, begin)
         np.testing.assert_allclose(labels.numpy(), np.stack([1 - s, s], 1), rtol=1e-6)
         begins |= set(begin.tolist())
     assert len(begins) > 10  # temporal jitter over U{0..15}
@@ -83,7 +102,9 @@ def test_label_modes_reach_the_labels():
     clips, labels = ds[0]
     starts = np.array([decode(c)[1][0] for c in clips])
     pl = PLS["abn_long"]
-    np.testing.assert_allclose(labels[:, 1].numpy(), np.maximum(pl[starts // 16], pl[starts // 16 + 1]), rtol=1e-6)
+    np.testing.assert_allclose(
+        labels[:, 1].numpy(), np.maximum(pl[starts // 16], pl[starts // 16 + 1]), rtol=1e-6
+    )
 
 
 def test_short_videos():
@@ -97,12 +118,16 @@ def test_short_videos():
         clips, labels = ds[3]
         begin = np.array([decode(clip)[1][0] for clip in clips])
         assert (begin < 16).all()
-        np.testing.assert_allclose(labels[:, 1].numpy(), (16 - begin) / 16 * 0.1 + begin / 16 * 0.9, rtol=1e-6)
+        np.testing.assert_allclose(
+            labels[:, 1].numpy(), (16 - begin) / 16 * 0.1 + begin / 16 * 0.9, rtol=1e-6
+        )
 
 
 def test_normal_and_hard_labels():
     np.testing.assert_array_equal(make()[1][1].numpy(), [[1, 0]] * 3)  # paper: normal clips are 0
-    np.testing.assert_allclose(make(normal_label="pseudo")[1][1].numpy(), [[0.7, 0.3]] * 3, rtol=1e-6)
+    np.testing.assert_allclose(
+        make(normal_label="pseudo")[1][1].numpy(), [[0.7, 0.3]] * 3, rtol=1e-6
+    )
     hard = make(pseudo_labels=None, hard_labels=True)  # "w/o PLs": no pseudo-labels needed
     np.testing.assert_array_equal(hard[0][1].numpy(), [[0, 1]] * 3)
     np.testing.assert_array_equal(hard[1][1].numpy(), [[1, 0]] * 3)
@@ -111,15 +136,20 @@ def test_normal_and_hard_labels():
 
 def test_missing_pseudo_labels_and_empty_videos_are_named():
     pls = {k: v for k, v in PLS.items() if k != "abn_two_seg"}
-    with pytest.raises(KeyError, match=r"'abn_two_seg' has no pseudo-labels .* look like \['abn_long'"):
+    with pytest.raises(
+        KeyError, match=r"'abn_two_seg' has no pseudo-labels .* look like \['abn_long'"
+    ):
         make(pseudo_labels=pls)
-    make(pseudo_labels={"abn_long": PLS["abn_long"]}, videos=VIDEOS[:2])  # normal videos need none ('zero')
+    # normal videos need none ('zero')
+    make(pseudo_labels={"abn_long": PLS["abn_long"]}, videos=VIDEOS[:2])
     with pytest.raises(KeyError, match="'norm' has no pseudo-labels"):
         make(pseudo_labels={"abn_long": PLS["abn_long"]}, videos=VIDEOS[:2], normal_label="pseudo")
     with pytest.raises(ValueError, match="'abn_long' needs pseudo-labels but none"):
         make(pseudo_labels=None)
     frames = FakeFrames({**FRAMES, "tiny": 15})
-    with pytest.raises(ValueError, match="'tiny' has fewer than 16 frames.*drop it from the train split"):
+    with pytest.raises(
+        ValueError, match="'tiny' has fewer than 16 frames.*drop it from the train split"
+    ):
         make(frames=frames, videos=VIDEOS + [Video("tiny", 0)])
     with pytest.raises(KeyError, match="'ghost' of the train split has no frames"):
         make(videos=[Video("ghost", 0)])
@@ -147,7 +177,9 @@ def test_draws_depend_on_seed_epoch_and_index_only():
 
 def test_workers_see_set_epoch_and_give_the_same_items():
     ds = make()
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=1, persistent_workers=True)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=None, num_workers=1, persistent_workers=True
+    )
     for epoch in (0, 1):
         ds.set_epoch(epoch)  # after the persistent worker started: must still reach it
         expect = [ds[i][0] for i in range(len(ds))]

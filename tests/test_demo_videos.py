@@ -1,5 +1,6 @@
-"""The stage-2 demo data: generated surveillance videos (datasets/demo_videos.py) and the cheap clip features
-that stand in for the pretrained encoder (datasets/demo_features.py)."""
+"""The stage-2 demo data: generated surveillance videos (datasets/demo_videos.py) and the cheap clip
+features that stand in for the pretrained encoder (datasets/demo_features.py)."""
+
 import filecmp
 import json
 
@@ -37,7 +38,9 @@ def features(demo, tmp_path_factory):
     out, _, videos = demo
     h5 = tmp_path_factory.mktemp("demo_h5")
     report = make_h5(out / "videos.txt", h5 / "frames.h5", progress=False)
-    assert report["videos"] == len(videos) and not report["skipped"] and not report["count_mismatch"]
+    assert (
+        report["videos"] == len(videos) and not report["skipped"] and not report["count_mismatch"]
+    )
     extract_all(open_frames(h5 / "frames.h5"), list(videos), h5 / "features.h5", progress=False)
     return h5 / "frames.h5", h5 / "features.h5"
 
@@ -50,12 +53,17 @@ def test_files_follow_the_shanghaitech_formats(demo):
     out, summary, videos = demo
     train = read_split(out / "train.txt", "demo")
     test = read_split(out / "test.txt", "demo")
-    assert [sum(v.label == lab for v in split) for split in (train, test) for lab in (0, 1)] == list(COUNTS)
+    assert [
+        sum(v.label == lab for v in split) for split in (train, test) for lab in (0, 1)
+    ] == list(COUNTS)
     assert summary["n_videos"] == len(videos) == len(list((out / "videos").glob("*.mp4"))) == 24
-    # the name rule of datasets/splits.py (3-digit normal, 4-digit abnormal) agrees with the split labels
+    # the name rule of datasets/splits.py (3-digit normal, 4-digit abnormal) agrees with the split
+    # labels
     by_name = read_split(out / "videos.txt", "demo")
     assert {(v.name, v.label) for v in by_name} == {(v.name, v.label) for v in videos.values()}
-    assert sorted(p.stem for p in (out / "masks").glob("*.npy")) == sorted(n for n, v in videos.items() if v.label)
+    assert sorted(p.stem for p in (out / "masks").glob("*.npy")) == sorted(
+        n for n, v in videos.items() if v.label
+    )
     for v in test:  # normal test videos carry their decoded length, abnormal ones -1 (mask length)
         assert v.n_frames == (None if v.label else _n_frames(out, v.name))
     labels = frame_labels(test, "demo", mask_dir=out / "masks")
@@ -79,10 +87,13 @@ def test_same_seed_same_videos(tmp_path):
         va, vb, vc = (read_video_frames(f"{r['out_dir']}/videos/{name}.mp4") for r in (a, b, c))
         np.testing.assert_array_equal(va, vb)
         assert va.shape != vc.shape or not np.array_equal(va, vc)
-        assert filecmp.cmp(f"{a['out_dir']}/videos/{name}.mp4", f"{b['out_dir']}/videos/{name}.mp4", shallow=False)
+        assert filecmp.cmp(
+            f"{a['out_dir']}/videos/{name}.mp4", f"{b['out_dir']}/videos/{name}.mp4", shallow=False
+        )
     for name in names[1:]:
-        np.testing.assert_array_equal(np.load(f"{a['out_dir']}/masks/{name}.npy"),
-                                      np.load(f"{b['out_dir']}/masks/{name}.npy"))
+        np.testing.assert_array_equal(
+            np.load(f"{a['out_dir']}/masks/{name}.npy"), np.load(f"{b['out_dir']}/masks/{name}.npy")
+        )
     with pytest.raises(FileExistsError, match="force=True"):
         make_demo_videos(tmp_path / "a", 1, 2, 0, 0)
     with pytest.raises(ValueError, match="even"):
@@ -90,9 +101,9 @@ def test_same_seed_same_videos(tmp_path):
 
 
 def test_masks_mark_exactly_the_frames_that_show_an_anomaly(demo):
-    """The decoded video is compared with the same scene rendered without its anomaly objects: outside the
-    mask they are the same up to codec noise; inside, the anomaly shows (except on entry frames where less
-    than a pixel or two of it is inside the picture)."""
+    """The decoded video is compared with the same scene rendered without its anomaly objects:
+    outside the mask they are the same up to codec noise; inside, the anomaly shows (except on entry
+    frames where less than a pixel or two of it is inside the picture)."""
     out = demo[0]
     background, top = make_scene()
     shown_in_mask = []
@@ -105,9 +116,15 @@ def test_masks_mark_exactly_the_frames_that_show_an_anomaly(demo):
         shown = changed[mask] >= 4
         assert shown.mean() >= 0.85 and np.median(changed[mask]) >= 8, plan.name
         shown_in_mask.append(shown)
-        anomalies = [e for e in json.loads((out / "events.json").read_text())[plan.name]
-                     if e["type"] in ("runner", "vehicle", "fight")]
-        assert np.flatnonzero(mask)[[0, -1]].tolist() == [anomalies[0]["start"], anomalies[-1]["end"]]
+        anomalies = [
+            e
+            for e in json.loads((out / "events.json").read_text())[plan.name]
+            if e["type"] in ("runner", "vehicle", "fight")
+        ]
+        assert np.flatnonzero(mask)[[0, -1]].tolist() == [
+            anomalies[0]["start"],
+            anomalies[-1]["end"],
+        ]
     assert np.concatenate(shown_in_mask).mean() >= 0.95
 
 
@@ -132,8 +149,11 @@ def test_features_shape_scale_and_invariance(demo, features):
     assert 0.4 <= norms.mean() <= 1.2 and norms.max() < 4.0
     clip = frames.read_segments("01_0001", 1, 1)
     np.testing.assert_allclose(extract_clip_features(clip), feats["01_0001"][1], atol=1e-5)
-    # cells are sorted, so where an event happens does not matter: a mirrored clip has the same features
-    np.testing.assert_allclose(extract_clip_features(clip[:, :, ::-1]), extract_clip_features(clip), atol=1e-5)
+    # cells are sorted, so where an event happens does not matter: a mirrored clip has the same
+    # features
+    np.testing.assert_allclose(
+        extract_clip_features(clip[:, :, ::-1]), extract_clip_features(clip), atol=1e-5
+    )
     still = np.repeat(make_scene()[0][None], 16, axis=0)
     assert not extract_clip_features(still).any()  # an empty plaza gives 0
     with pytest.raises(ValueError, match="clips must be"):
@@ -141,17 +161,24 @@ def test_features_shape_scale_and_invariance(demo, features):
 
 
 def test_features_carry_the_anomaly_signal(demo, features):
-    """A linear probe on clip features, trained with clip labels from the masks, ranks test clips."""
+    """A linear probe on clip features, trained with clip labels from the masks, ranks test
+    clips."""
     out, _, videos = demo
     with open_features(str(features[1]), list(videos), dim=FEATURE_DIM) as store:
+
         def clips(split):
             x, y = [], []
             for v in read_split(out / split, "demo"):
                 feats = store.get(v.name)
-                mask = np.load(out / "masks" / f"{v.name}.npy") if v.label else np.zeros(16 * len(feats))
+                mask = (
+                    np.load(out / "masks" / f"{v.name}.npy")
+                    if v.label
+                    else np.zeros(16 * len(feats))
+                )
                 x.append(feats)
-                y.append(mask[:16 * len(feats)].reshape(-1, 16).mean(axis=1) >= 0.5)
+                y.append(mask[: 16 * len(feats)].reshape(-1, 16).mean(axis=1) >= 0.5)
             return np.concatenate(x), np.concatenate(y)
+
         (x_train, y_train), (x_test, y_test) = clips("train.txt"), clips("test.txt")
     probe = LogisticRegression(C=10.0, max_iter=5000).fit(x_train, y_train)
     assert roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1]) > 0.8

@@ -3,12 +3,14 @@
 The rule, kept simple:
 - No text file of the repository may name the old out-of-tree reference (MIST_ + REFERENCE).
 - docs/REFERENCE.md has numbered headings `## N. Title` and `### N.M Title`, each number once.
-- A citation is a `§N` or `§N.M` (a range `§1.2-1.5` cites both ends). It cites docs/REFERENCE.md when it
+- A citation is a `§N` or `§N.M` (a range `§1.2-1.5` cites both ends). It cites docs/REFERENCE.md
+  when it
   stands in a line that mentions `REFERENCE.md`, or in a Python docstring that does, or anywhere in
   docs/REFERENCE.md itself. Such a citation must be a heading of docs/REFERENCE.md.
 - A `§` written right after another document's name (`golden README §2.7`, `issue 3 §7`) cites that
   document and is not checked.
 """
+
 import ast
 import re
 from pathlib import Path
@@ -42,7 +44,8 @@ def _headings():
 
 
 def cited_sections(text):
-    """'see §1.2-1.5 and golden README §2.7' -> ['1.2', '1.5']: the cited numbers, other documents skipped."""
+    """'see §1.2-1.5 and golden README §2.7' -> ['1.2', '1.5']: the cited numbers, other documents
+    skipped."""
     cited = []
     for m in CITATION.finditer(text):
         if OTHER_DOCUMENT.search(text[: m.start()]):
@@ -68,8 +71,14 @@ def _citations(path):
     if path.suffix == ".py":
         units += _docstrings(text)
     whole_file = path == REFERENCE
-    return sorted({(line, n) for line, unit in units if whole_file or MENTIONS_REFERENCE.search(unit)
-                   for n in cited_sections(unit)})
+    return sorted(
+        {
+            (line, n)
+            for line, unit in units
+            if whole_file or MENTIONS_REFERENCE.search(unit)
+            for n in cited_sections(unit)
+        }
+    )
 
 
 def test_cited_sections_parser():
@@ -84,9 +93,12 @@ def test_reference_headings_are_numbered_once():
 
 
 def test_no_file_cites_the_old_reference():
-    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in _text_files()
-                 for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-                 if OLD_NAME in line]
+    offenders = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _text_files()
+        for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if OLD_NAME in line
+    ]
     assert not offenders, f"cite docs/REFERENCE.md instead of {OLD_NAME}.md: {offenders}"
 
 

@@ -1,4 +1,6 @@
-"""utils.env.keep_large_blocks: glibc keeps freed large blocks in its heap instead of unmapping them."""
+"""utils.env.keep_large_blocks: glibc keeps freed large blocks in its heap instead of unmapping
+them."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +30,16 @@ print(faults_of_a_fresh_100_mb_block())
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_large_blocks_stops_the_page_faults_of_reallocated_blocks():
     def faults(keep):
-        out = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), keep=keep)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD.format(root=str(ROOT), keep=keep)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return int(out.stdout.split()[-1])
+
     pages = 100 * 2**20 // 4096
-    assert faults(False) > pages // 2  # glibc's default: unmapped on free, faulted in again (25,600 pages)
-    assert faults(True) < pages // 20  # kept in the heap: the second block reuses the first one's pages
+    # glibc's default: unmapped on free, faulted in again (25,600 pages)
+    assert faults(False) > pages // 2
+    # kept in the heap: the second block reuses the first one's pages
+    assert faults(True) < pages // 20

@@ -1,5 +1,6 @@
-"""tools/extract_features.py: exact pooling of each encoder, the real video, resuming, and stage 1 on the output
-(torchrun sharding: tests/test_extract_sharded.py)."""
+"""tools/extract_features.py: exact pooling of each encoder, the real video, resuming, and stage 1
+on the output (torchrun sharding: tests/test_extract_sharded.py)."""
+
 import json
 from pathlib import Path
 
@@ -27,7 +28,16 @@ from run_tool import run_tool, tool_main
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 W = 0.0625  # channel width of the tiny encoders
 C3D_SIZE = ["DATA.TEST_SIZE", "[32, 40, 32]"]  # 32x32 crops: conv5b 2x2, pool5 (padded) 2x2
-TINY = ["MODEL.WIDTH", str(W), "MODEL.EXPAND_K", "2", "DATA.NUM_WORKERS", "0", "TEST.BATCH_SIZE", "4"]
+TINY = [
+    "MODEL.WIDTH",
+    str(W),
+    "MODEL.EXPAND_K",
+    "2",
+    "DATA.NUM_WORKERS",
+    "0",
+    "TEST.BATCH_SIZE",
+    "4",
+]
 
 
 def c3d_checkpoint(path, fc6_out=16, seed=0):
@@ -36,11 +46,18 @@ def c3d_checkpoint(path, fc6_out=16, seed=0):
     state = {}
     for key, value in C3D(W).state_dict().items():
         layer, rest = key.split(".", 1)
-        state[f"{ {'conv1a': 'conv1', 'conv2a': 'conv2'}.get(layer, layer)}.{rest}"] = value
+        state[f"{ {'conv1a': 'conv1', 'conv2a': 'conv2'}.get(layer, layer) }.{rest}"] = value
     channels = C3D(W).out_channels
-    state.update({"fc6.weight": 0.1 * torch.randn(fc6_out, channels * 4), "fc6.bias": 0.1 * torch.randn(fc6_out),
-                  "fc7.weight": torch.randn(8, fc6_out), "fc7.bias": torch.zeros(8),
-                  "fc8.weight": torch.randn(5, 8), "fc8.bias": torch.zeros(5)})
+    state.update(
+        {
+            "fc6.weight": 0.1 * torch.randn(fc6_out, channels * 4),
+            "fc6.bias": 0.1 * torch.randn(fc6_out),
+            "fc7.weight": torch.randn(8, fc6_out),
+            "fc7.bias": torch.zeros(8),
+            "fc8.weight": torch.randn(5, 8),
+            "fc8.bias": torch.zeros(5),
+        }
+    )
     torch.save(state, path)
     return path
 
@@ -51,18 +68,22 @@ def weights(tmp_path_factory):
     torch.manual_seed(1)
     torch.save(I3D(W).state_dict(), root / "i3d_kinetics.pth")  # hassony2 layout: a bare backbone
     torch.save({"model": MIST("c3d", expand_k=2, width=W).state_dict()}, root / "mist_c3d.pth")
-    return {"i3d": root / "i3d_kinetics.pth", "c3d": c3d_checkpoint(root / "c3d.pickle"),
-            "mist": root / "mist_c3d.pth"}
+    return {
+        "i3d": root / "i3d_kinetics.pth",
+        "c3d": c3d_checkpoint(root / "c3d.pickle"),
+        "mist": root / "mist_c3d.pth",
+    }
 
 
 def pool5_by_hand(conv5b):
-    """(B, C, 2, h, w) -> (B, C * ceil((h+1)/2) * ...): window (i, j) = max over time, rows 2i-1..2i,
-    columns 2j-1..2j (pool5's padding of 1 on each side of H and W), flattened channel-major."""
+    """(B, C, 2, h, w) -> (B, C * ceil((h+1)/2) * ...): window (i, j) = max over time, rows
+    2i-1..2i, columns 2j-1..2j (pool5's padding of 1 on each side of H and W), flattened
+    channel-major."""
     b, c, _, h, w = conv5b.shape
     out = conv5b.new_empty(b, c, (h + 2) // 2, (w + 2) // 2)
     for i in range(out.shape[2]):
         for j in range(out.shape[3]):
-            window = conv5b[:, :, :, max(2 * i - 1, 0):2 * i + 1, max(2 * j - 1, 0):2 * j + 1]
+            window = conv5b[:, :, :, max(2 * i - 1, 0) : 2 * i + 1, max(2 * j - 1, 0) : 2 * j + 1]
             out[:, :, i, j] = window.amax(dim=(2, 3, 4))
     return out.flatten(1)
 
@@ -71,20 +92,24 @@ def test_c3d_fc6_is_pool5_then_fc6_relu():
     torch.manual_seed(0)
     model = C3DFc6(width=W, fc6_in=32 * 16, fc6_out=24).eval()
     conv5b = torch.randn(2, 32, 2, 7, 7)
-    assert torch.equal(model.pool5(conv5b).flatten(1), pool5_by_hand(conv5b))  # 7x7 -> 4x4, 8192 at width 1
+    # 7x7 -> 4x4, 8192 at width 1
+    assert torch.equal(model.pool5(conv5b).flatten(1), pool5_by_hand(conv5b))
     clips = torch.randn(2, 3, 16, 112, 112)
     with torch.no_grad():
         feats = model(clips)
         by_hand = torch.relu(model.fc6(pool5_by_hand(model.backbone(clips)[0])))
     assert feats.shape == (2, 24) and torch.equal(feats, by_hand) and (feats >= 0).all()
-    with pytest.raises(ValueError, match="C3D fc6 takes 512 pool5 values per clip but this input gives 128"):
+    with pytest.raises(
+        ValueError, match="C3D fc6 takes 512 pool5 values per clip but this input gives 128"
+    ):
         model(torch.randn(1, 3, 16, 32, 32))
 
 
 def test_c3d_fc6_loads_the_davidea_layout(weights):
     model = load_c3d_fc6(weights["c3d"], W)
     state = torch.load(weights["c3d"], weights_only=True)
-    assert torch.equal(model.backbone.conv1a.weight, state["conv1.weight"])  # conv1 -> conv1a (§3.5)
+    # conv1 -> conv1a (§3.5)
+    assert torch.equal(model.backbone.conv1a.weight, state["conv1.weight"])
     assert torch.equal(model.fc6.weight, state["fc6.weight"]) and model.fc6.out_features == 16
     with pytest.raises(CheckpointError, match="--encoder mist"):
         load_c3d_fc6(weights["mist"], W)
@@ -93,18 +118,34 @@ def test_c3d_fc6_loads_the_davidea_layout(weights):
 def test_i3d_and_mist_features_are_global_averages(weights):
     cfg = load_cfg(None, TINY)
     i3d, _ = ef.build_encoder("i3d", weights["i3d"], cfg)
-    mist, backbone = ef.build_encoder("mist", weights["mist"], load_cfg(None, TINY + ["MODEL.BACKBONE", "c3d"]))
+    mist, backbone = ef.build_encoder(
+        "mist", weights["mist"], load_cfg(None, TINY + ["MODEL.BACKBONE", "c3d"])
+    )
     x = torch.randn(2, 3, 16, 32, 32)
     with torch.no_grad():
-        assert torch.equal(i3d(x), i3d.backbone(x)[0].mean(dim=(2, 3, 4))) and i3d.dim == 64  # 1024 x W
+        # 1024 x W
+        assert torch.equal(i3d(x), i3d.backbone(x)[0].mean(dim=(2, 3, 4))) and i3d.dim == 64
         out = mist.model(x)
         assert torch.equal(mist(x), out["feature_map"].mean(dim=(2, 3, 4)))
     assert (backbone, mist.dim) == ("c3d", 32)  # 512 x W: MIST-C3D ends at conv5b
 
 
 def _run(source, out, encoder, weights, *extra, opts=()):
-    return run_tool("extract_features", [str(source), str(out), "--encoder", encoder, "--weights", str(weights), "--no-progress",
-                    *extra, *TINY, *opts])
+    return run_tool(
+        "extract_features",
+        [
+            str(source),
+            str(out),
+            "--encoder",
+            encoder,
+            "--weights",
+            str(weights),
+            "--no-progress",
+            *extra,
+            *TINY,
+            *opts,
+        ],
+    )
 
 
 def _h5(path):
@@ -113,17 +154,20 @@ def _h5(path):
 
 
 def test_real_video_features_match_the_encoder_on_its_clips(weights, tmp_path):
-    """The shipped 100-frame video: 6 whole clips (frames 0-95), each = the encoder on its test-transformed clip,
-    bit for bit: uint8 clips normalised after the loader give the float transform's values, and the clips go
-    through the encoder in the video's own batches of TEST.BATCH_SIZE (clips 0-3, then 4-5)."""
-    report = _run(REAL, tmp_path / "i3d.h5", "i3d", weights["i3d"], opts=["DATA.TEST_SIZE", "[32, 40]"])
+    """The shipped 100-frame video: 6 whole clips (frames 0-95), each = the encoder on its
+    test-transformed clip, bit for bit: uint8 clips normalised after the loader give the float
+    transform's values, and the clips go through the encoder in the video's own batches of
+    TEST.BATCH_SIZE (clips 0-3, then 4-5)."""
+    report = _run(
+        REAL, tmp_path / "i3d.h5", "i3d", weights["i3d"], opts=["DATA.TEST_SIZE", "[32, 40]"]
+    )
     feats = _h5(tmp_path / "i3d.h5")["Normal_Videos020_x264_head100.npy"]
     assert feats.shape == (6, 64) and report["clips"] == 6 and report["dim"] == 64
     encoder = ef.PooledI3D(I3D(W))
     encoder.backbone.load_state_dict(torch.load(weights["i3d"], weights_only=True))
     transform = TestTransform("i3d", "shanghaitech", size=((32, 40), 32))
     frames = read_video_frames(REAL, 0, 96)
-    clips = torch.stack([transform(frames[16 * k:16 * k + 16]) for k in range(6)])
+    clips = torch.stack([transform(frames[16 * k : 16 * k + 16]) for k in range(6)])
     with torch.no_grad():
         expected = torch.cat([encoder.eval()(clips[:4]), encoder(clips[4:])]).numpy()
     np.testing.assert_array_equal(feats, expected)
@@ -139,8 +183,9 @@ def tiny_videos(tmp_path_factory):
     return make_tiny_videos(tmp_path_factory.mktemp("videos"), n_train=3, n_test=2)
 
 
-def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_videos, tmp_path, monkeypatch,
-                                                                  capsys):
+def test_interrupted_run_leaves_only_finished_videos_and_resumes(
+    weights, tiny_videos, tmp_path, monkeypatch, capsys
+):
     full = tmp_path / "full.h5"
     _run(tiny_videos["frames"], full, "c3d", weights["c3d"], opts=C3D_SIZE)
     reference = _h5(full)
@@ -162,7 +207,8 @@ def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_v
     assert f"interrupted: the finished videos are in {out}" in capsys.readouterr().err
     monkeypatch.setattr(ef.H5Writer, "write", write)
     partial = _h5(out)
-    assert sorted(partial) == sorted(f"{n}.npy" for n in calls[:2])  # readable, finished videos only
+    # readable, finished videos only
+    assert sorted(partial) == sorted(f"{n}.npy" for n in calls[:2])
     with h5py.File(out, "a") as f:  # what a hard kill mid-write would leave
         f.create_dataset("te_0000.npy.partial", data=np.zeros((1, 16), np.float32))
     report = _run(tiny_videos["frames"], out, "c3d", weights["c3d"], opts=C3D_SIZE)
@@ -173,14 +219,26 @@ def test_interrupted_run_leaves_only_finished_videos_and_resumes(weights, tiny_v
         assert resumed[key].tobytes() == reference[key].tobytes(), key
     with pytest.raises(UserError, match="other settings.*crops: 1 -> 5.*--force"):
         _run(tiny_videos["frames"], out, "c3d", weights["c3d"], "--crops", "5", opts=C3D_SIZE)
-    args = [str(tiny_videos["frames"]), str(out), "--encoder", "c3d", "--weights", str(tmp_path / "nope.pth")]
+    args = [
+        str(tiny_videos["frames"]),
+        str(out),
+        "--encoder",
+        "c3d",
+        "--weights",
+        str(tmp_path / "nope.pth"),
+    ]
     assert cli.run(tool_main("extract_features"), args + TINY) == 2
-    assert capsys.readouterr().err.strip().endswith("nope.pth' does not exist: pass the encoder's checkpoint file")
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("nope.pth' does not exist: pass the encoder's checkpoint file")
+    )
 
 
 def test_uint8_clips_give_the_float_paths_features_bit_for_bit(weights, tiny_videos, tmp_path):
-    """C3D (the tiny model where a channels-last input takes other CPU kernels, other bits): every video's
-    features equal the encoder on the float transform's clips, batched as the video's clips 0-3, 4-7, ..."""
+    """C3D (the tiny model where a channels-last input takes other CPU kernels, other bits): every
+    video's features equal the encoder on the float transform's clips, batched as the video's clips
+    0-3, 4-7, ..."""
     _run(tiny_videos["frames"], tmp_path / "c3d.h5", "c3d", weights["c3d"], opts=C3D_SIZE)
     feats = _h5(tmp_path / "c3d.h5")
     encoder, _ = ef.build_encoder("c3d", weights["c3d"], load_cfg(None, TINY + C3D_SIZE))
@@ -189,29 +247,44 @@ def test_uint8_clips_give_the_float_paths_features_bit_for_bit(weights, tiny_vid
     for name in frames.names:
         n = frames.num_segments(name)
         video = frames.read_segments(name, 0, n)
-        clips = [transform(video[16 * k:16 * k + 16]) for k in range(n)]
+        clips = [transform(video[16 * k : 16 * k + 16]) for k in range(n)]
         with torch.no_grad():
-            expected = torch.cat([encoder(torch.stack(clips[i:i + 4])) for i in range(0, len(clips), 4)])
+            expected = torch.cat(
+                [encoder(torch.stack(clips[i : i + 4])) for i in range(0, len(clips), 4)]
+            )
         assert feats[f"{name}.npy"].tobytes() == expected.numpy().tobytes(), name
 
 
 def test_npy_folder_is_an_rtfm_list_stage1_reads(weights, tiny_videos, tmp_path):
     names = ["tr_0000", "tr_0001"]
     (tmp_path / "few.txt").write_text("".join(f"{n},{i % 2}\n" for i, n in enumerate(names)))
-    report = _run(tiny_videos["frames"], tmp_path / "npy", "mist", weights["mist"], "--format", "npy",
-                  "--crops", "5", "--names", str(tmp_path / "few.txt"), opts=C3D_SIZE + ["MODEL.BACKBONE", "c3d"])
+    report = _run(
+        tiny_videos["frames"],
+        tmp_path / "npy",
+        "mist",
+        weights["mist"],
+        "--format",
+        "npy",
+        "--crops",
+        "5",
+        "--names",
+        str(tmp_path / "few.txt"),
+        opts=C3D_SIZE + ["MODEL.BACKBONE", "c3d"],
+    )
     assert report["videos_written"] == 2 and report["dim"] == 32
     listed = (tmp_path / "npy" / "features.list").read_text().split()
     assert listed == ["tr_0000_c3d.npy", "tr_0001_c3d.npy"]
-    store = open_features(tmp_path / "npy" / "features.list", names, dim=32)  # crops averaged (DATA.CROP -1)
+    # crops averaged (DATA.CROP -1)
+    store = open_features(tmp_path / "npy" / "features.list", names, dim=32)
     raw = np.load(tmp_path / "npy" / "tr_0001_c3d.npy")
     np.testing.assert_allclose(store.get("tr_0001"), raw.mean(axis=1), rtol=1e-6)
-    # the 5 views are the corners + centre of the 10-crop transform (no mirrors), each through the encoder
+    # the 5 views are the corners + centre of the 10-crop transform (no mirrors), each through the
+    # encoder
     cfg = load_cfg(None, TINY + C3D_SIZE + ["MODEL.BACKBONE", "c3d"])
     encoder, _ = ef.build_encoder("mist", weights["mist"], cfg)
     frames = open_frames(tiny_videos["frames"]).read_segments("tr_0001", 0, len(raw))
     ten = TestTransform("c3d", "shanghaitech", ten_crop=True, size=((32, 40), 32))
-    views = torch.stack([ten(frames[16 * k:16 * k + 16])[:5] for k in range(len(raw))])
+    views = torch.stack([ten(frames[16 * k : 16 * k + 16])[:5] for k in range(len(raw))])
     with torch.no_grad():
         expected = encoder(views.flatten(0, 1)).view(len(raw), 5, 32).numpy()
     np.testing.assert_allclose(raw, expected, rtol=1e-5, atol=1e-6)
@@ -221,15 +294,34 @@ def test_stage1_trains_on_features_extracted_from_the_demo_videos(weights, tmp_p
     demo_videos = pytest.importorskip("datasets.demo_videos")
 
     demo = demo_videos.make_demo_videos(tmp_path / "demo", 2, 2, 1, 1)
-    report = _run(Path(demo["out_dir"]) / "videos", tmp_path / "feats.h5", "c3d", weights["c3d"], opts=C3D_SIZE)
+    report = _run(
+        Path(demo["out_dir"]) / "videos",
+        tmp_path / "feats.h5",
+        "c3d",
+        weights["c3d"],
+        opts=C3D_SIZE,
+    )
     assert report["videos_written"] == 6
-    opts = {"DATA.DATASET": "shanghaitech", "DATA.FEATURES": tmp_path / "feats.h5",
-            "DATA.TRAIN_SPLIT": demo["train_split"], "DATA.TEST_SPLIT": demo["test_split"],
-            "DATA.TEST_MASK_DIR": demo["mask_dir"], "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
-            "DATA.FEATURE_DIM": report["dim"], "OUTPUT_DIR": tmp_path / "stage1", "STAGE1.EPOCHS": 2,
-            "STAGE1.EVAL_PERIOD": 1, "STAGE1.BATCH_SIZE": 2, "STAGE1.PART_NUM": 4, "STAGE1.PART_LEN": 2}
+    opts = {
+        "DATA.DATASET": "shanghaitech",
+        "DATA.FEATURES": tmp_path / "feats.h5",
+        "DATA.TRAIN_SPLIT": demo["train_split"],
+        "DATA.TEST_SPLIT": demo["test_split"],
+        "DATA.TEST_MASK_DIR": demo["mask_dir"],
+        "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
+        "DATA.FEATURE_DIM": report["dim"],
+        "OUTPUT_DIR": tmp_path / "stage1",
+        "STAGE1.EPOCHS": 2,
+        "STAGE1.EVAL_PERIOD": 1,
+        "STAGE1.BATCH_SIZE": 2,
+        "STAGE1.PART_NUM": 4,
+        "STAGE1.PART_LEN": 2,
+    }
     results = run_tool("train_stage1", ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])
-    test_clips = sum(len(v) for k, v in _h5(tmp_path / "feats.h5").items()
-                     if k[:-4] in Path(demo["test_split"]).read_text())
+    test_clips = sum(
+        len(v)
+        for k, v in _h5(tmp_path / "feats.h5").items()
+        if k[:-4] in Path(demo["test_split"]).read_text()
+    )
     assert results["test"]["n_clips"] == test_clips and 0.0 <= results["test"]["auc"] <= 1.0
     assert (tmp_path / "stage1" / "pseudo_labels.npz").exists()

@@ -1,4 +1,6 @@
-"""datasets/features.py: both public layouts, crops, L2 norm, the three storage modes and every error."""
+"""datasets/features.py: both public layouts, crops, L2 norm, the three storage modes and every
+error."""
+
 import json
 import os
 from collections import Counter
@@ -15,7 +17,10 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 def _random_features(lengths, dim=6, seed=0):
     rng = np.random.default_rng(seed)
-    return {f"{i:02d}_{i:04d}": rng.standard_normal((n, dim)).astype(np.float32) for i, n in enumerate(lengths)}
+    return {
+        f"{i:02d}_{i:04d}": rng.standard_normal((n, dim)).astype(np.float32)
+        for i, n in enumerate(lengths)
+    }
 
 
 def _write_list(tmp_path, arrays, lines=None, suffix="_i3d.npy", name="feats.list"):
@@ -45,14 +50,17 @@ def test_h5_and_list_layouts_give_identical_arrays(tmp_path, storage):
         assert h5.get(name).dtype == np.float32
         np.testing.assert_array_equal(h5.get(name), _stored(feats[name], storage))
         np.testing.assert_array_equal(rtfm.get(name), h5.get(name))
-        assert rtfm.get(name).flags.writeable and h5.get(name).flags.writeable  # copies, never memmap views
+        # copies, never memmap views
+        assert rtfm.get(name).flags.writeable and h5.get(name).flags.writeable
     assert [h5.num_clips(n) for n in names] == [9, 1, 5]
 
 
 def test_memory_bytes_per_storage(tmp_path):
     feats = _random_features([5, 1, 9])
     write_h5_features(tmp_path / "f.h5", feats)
-    sizes = {s: open_features(tmp_path / "f.h5", list(feats), storage=s).memory_bytes() for s in STORAGES}
+    sizes = {
+        s: open_features(tmp_path / "f.h5", list(feats), storage=s).memory_bytes() for s in STORAGES
+    }
     assert sizes == {"memory": 15 * 6 * 4, "float16": 15 * 6 * 2, "lazy": 0}
 
 
@@ -91,14 +99,17 @@ def test_xd_per_crop_files_are_grouped(tmp_path, storage):
     for c in range(5):
         np.save(tmp_path / f"{video}__{c}.npy", stacked[:, c])
         np.save(tmp_path / f"v2__{c}.npy", other + c)
-        lines += [f"/features/xd/{video}__{c}.npy", f"/features/xd/v2__{c}.npy"]  # absolute, not on this disk
+        # absolute, not on this disk
+        lines += [f"/features/xd/{video}__{c}.npy", f"/features/xd/v2__{c}.npy"]
     (tmp_path / "rgb.list").write_text("\n".join(lines))
     store = open_features(tmp_path / "rgb.list", [video, "v2"], storage=storage)
     np.testing.assert_array_equal(store.get(video), stacked.mean(axis=1))
     np.testing.assert_array_equal(store.get("v2"), other + 2)  # mean of +0..+4
     os.remove(tmp_path / f"{video}__0.npy")  # crop=3 reads only the crop-3 files
-    np.testing.assert_array_equal(open_features(tmp_path / "rgb.list", [video], storage=storage, crop=3)
-                                  .get(video), stacked[:, 3])
+    np.testing.assert_array_equal(
+        open_features(tmp_path / "rgb.list", [video], storage=storage, crop=3).get(video),
+        stacked[:, 3],
+    )
 
 
 def test_per_crop_list_errors(tmp_path):
@@ -123,13 +134,18 @@ def test_relative_paths_resolve_against_root(tmp_path):
     for video, array in feats.items():
         np.save(tmp_path / "i3d" / f"{video}_i3d.npy", array)
     a, b = feats
-    (tmp_path / "rel.list").write_text(f"i3d/{a}_i3d.npy\ni3d/{b}_i3d.npy\n")  # relative to the list's folder
+    # relative to the list's folder
+    (tmp_path / "rel.list").write_text(f"i3d/{a}_i3d.npy\ni3d/{b}_i3d.npy\n")
     np.testing.assert_array_equal(open_features(tmp_path / "rel.list", [b]).get(b), feats[b])
     (tmp_path / "lists").mkdir()
     (tmp_path / "lists" / "abs.list").write_text(f"/nonexistent/RTFM/{a}_i3d.npy\n{b}_i3d.npy\n")
-    store = open_features(tmp_path / "lists" / "abs.list", [a, b], root=tmp_path / "i3d")  # <root>/<basename>
+    # <root>/<basename>
+    store = open_features(tmp_path / "lists" / "abs.list", [a, b], root=tmp_path / "i3d")
     np.testing.assert_array_equal(store.get(a), feats[a])
-    with pytest.raises(FileNotFoundError, match=r"1 feature files listed in .*abs.list not found under root .*lists"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"1 feature files listed in .*abs.list not found under root .*lists",
+    ):
         open_features(tmp_path / "lists" / "abs.list", [a])
 
 
@@ -142,8 +158,10 @@ def test_l2_norm_exact_values_and_zero_row(tmp_path, storage):
     write_h5_features(tmp_path / "f.h5", {"v": x})
     store = open_features(tmp_path / "f.h5", ["v"], l2_norm=True, storage=storage)
     np.testing.assert_array_equal(store.get("v"), expected)
-    np.testing.assert_array_equal(store.gather(["v"], [np.array([3, 1, 0])])[0], expected[[3, 1, 0]])
-    (_, batch, _), = store.iter_batches(["v"])
+    np.testing.assert_array_equal(
+        store.gather(["v"], [np.array([3, 1, 0])])[0], expected[[3, 1, 0]]
+    )
+    ((_, batch, _),) = store.iter_batches(["v"])
     np.testing.assert_array_equal(batch, expected)
     plain = open_features(tmp_path / "f.h5", ["v"], storage=storage)
     np.testing.assert_array_equal(plain.get("v"), _stored(x, storage))
@@ -159,8 +177,13 @@ def test_gather_equals_manual_indexing(tmp_path, storage, l2_norm, layout):
     store = open_features(path, list(feats), l2_norm=l2_norm, storage=storage)
     a, b, c, d = feats
     names = [b, a, c, d, b]
-    idx = [np.array([0, 499, 250, 0]),  # spread over a long video: lazy mode reads only these rows
-           np.array([11, 0, 5, 5]), np.array([0, 0, 0, 0]), np.array([29, 28, 10, 12]), np.arange(7, 11)]
+    idx = [
+        np.array([0, 499, 250, 0]),  # spread over a long video: lazy mode reads only these rows
+        np.array([11, 0, 5, 5]),
+        np.array([0, 0, 0, 0]),
+        np.array([29, 28, 10, 12]),
+        np.arange(7, 11),
+    ]
     out = store.gather(names, idx)
     assert out.shape == (5, 4, 4) and out.dtype == np.float32
     for i, (name, ix) in enumerate(zip(names, idx)):
@@ -170,18 +193,25 @@ def test_gather_equals_manual_indexing(tmp_path, storage, l2_norm, layout):
         np.testing.assert_array_equal(out[i], store.get(name)[ix])
     assert store.gather([a], [np.array([], np.int64)]).shape == (1, 0, 4)
     ragged = [np.array([499, 3]), np.array([], np.int64), np.array([0]), np.array([29, 0, 29])]
-    rows = store.gather_rows([b, a, c, d], ragged)  # any lengths, concatenated (BagSampler's distinct clips)
-    np.testing.assert_array_equal(rows, np.concatenate([store.get(n)[ix] for n, ix in zip([b, a, c, d], ragged)]))
-    with pytest.raises(IndexError, match=r"clip index 1 is out of range for video '.*' with 1 clips \(gather row 2\)"):
+    # any lengths, concatenated (BagSampler's distinct clips)
+    rows = store.gather_rows([b, a, c, d], ragged)
+    np.testing.assert_array_equal(
+        rows, np.concatenate([store.get(n)[ix] for n, ix in zip([b, a, c, d], ragged)])
+    )
+    with pytest.raises(
+        IndexError,
+        match=r"clip index 1 is out of range for video '.*' with 1 clips \(gather row 2\)",
+    ):
         store.gather_rows([b, a, c], [np.array([0]), np.array([], np.int64), np.array([0, 1])])
 
 
 def test_float16_within_fp16_rounding(tmp_path):
     feats = _random_features([50], dim=64)
     write_h5_features(tmp_path / "f.h5", feats)
-    (name, x), = feats.items()
+    ((name, x),) = feats.items()
     half = open_features(tmp_path / "f.h5", [name], storage="float16").get(name)
-    assert np.all(np.abs(half - x) <= np.abs(x) * 2.0**-11 + 2.0**-25)  # round to nearest, 11-bit mantissa
+    # round to nearest, 11-bit mantissa
+    assert np.all(np.abs(half - x) <= np.abs(x) * 2.0**-11 + 2.0**-25)
     assert not np.array_equal(half, x)
 
 
@@ -192,7 +222,8 @@ def test_iter_batches_covers_every_clip_once_in_order(tmp_path, storage):
     store = open_features(tmp_path / "f.h5", list(feats), storage=storage)
     names = list(feats)[::-1]  # 1, 10, 2, 7, 3, 5 clips
     batches = list(store.iter_batches(names, max_rows=8))
-    assert [b[2].tolist() for b in batches] == [[1], [10], [2], [7], [3, 5]]  # 10 > max_rows comes alone
+    # 10 > max_rows comes alone
+    assert [b[2].tolist() for b in batches] == [[1], [10], [2], [7], [3, 5]]
     assert [n for b in batches for n in b[0]] == names
     for video_names, rows, lengths in batches:
         assert rows.shape == (lengths.sum(), 6) and (rows.shape[0] <= 8 or len(video_names) == 1)
@@ -206,10 +237,10 @@ def test_iter_batches_views_consecutive_videos_and_copies_the_rest(tmp_path):
     write_h5_features(tmp_path / "f.h5", feats)
     store = open_features(tmp_path / "f.h5", list(feats))
     names = list(feats)
-    (_, rows, _), = store.iter_batches(names)  # the split's order: a view of the store's array
+    ((_, rows, _),) = store.iter_batches(names)  # the split's order: a view of the store's array
     assert np.shares_memory(rows, store._data)
     np.testing.assert_array_equal(rows, np.concatenate([feats[n] for n in names]))
-    (_, rows, _), = store.iter_batches([names[0], names[2]])  # a gap: a copy
+    ((_, rows, _),) = store.iter_batches([names[0], names[2]])  # a gap: a copy
     assert not np.shares_memory(rows, store._data)
     np.testing.assert_array_equal(rows, np.concatenate([feats[names[0]], feats[names[2]]]))
 
@@ -222,22 +253,32 @@ def test_missing_names_are_all_reported_with_near_miss(tmp_path):
     with pytest.raises(KeyError, match=single):
         open_features(tmp_path / "feats.h5", ["01_0014"])
     names = [f"zz_{i}" for i in range(7)]
-    several = (r"8 of 9 videos have no features in feats.h5: '01_0015' \(key '01_0015_i3d.npy'\?\), "
-               r"'zz_0', 'zz_1', 'zz_2', 'zz_3' ... and 3 more; keys look like '01_0014_i3d.npy'")
+    several = (
+        r"8 of 9 videos have no features in feats.h5: '01_0015' \(key '01_0015_i3d.npy'\?\), "
+        r"'zz_0', 'zz_1', 'zz_2', 'zz_3' ... and 3 more; keys look like '01_0014_i3d.npy'"
+    )
     with pytest.raises(KeyError, match=several):
         open_features(tmp_path / "feats.h5", ["01_0016", "01_0015"] + names)
     listed = _write_list(tmp_path, {"Abuse028_x264": np.ones((2, 3), np.float32)})
-    with pytest.raises(KeyError, match=r"video 'Abuse/Abuse028_x264.mp4' has no features in feats.list "
-                                       r"\(keys look like 'Abuse028_x264'\?\)"):
+    with pytest.raises(
+        KeyError,
+        match=r"video 'Abuse/Abuse028_x264.mp4' has no features in feats.list "
+        r"\(keys look like 'Abuse028_x264'\?\)",
+    ):
         open_features(listed, ["Abuse/Abuse028_x264.mp4"])
 
 
 def test_dimension_errors(tmp_path):
     write_h5_features(tmp_path / "f.h5", {"a": np.ones((2, 8)), "b": np.ones((3, 16))})
-    with pytest.raises(ValueError, match=r"video 'a' \(key 'a.npy' in .*f.h5\): feature dimension 8 but expected 16 "
-                                         r"\(1 of 2 videos differ\); set DATA.FEATURE_DIM"):
+    with pytest.raises(
+        ValueError,
+        match=r"video 'a' \(key 'a.npy' in .*f.h5\): feature dimension 8 but expected 16 "
+        r"\(1 of 2 videos differ\); set DATA.FEATURE_DIM",
+    ):
         open_features(tmp_path / "f.h5", ["a", "b"], dim=16)
-    with pytest.raises(ValueError, match=r"videos disagree on the feature dimension: .*'a'.* has D=8, .*'b'.* D=16"):
+    with pytest.raises(
+        ValueError, match=r"videos disagree on the feature dimension: .*'a'.* has D=8, .*'b'.* D=16"
+    ):
         open_features(tmp_path / "f.h5", ["a", "b"])
     assert open_features(tmp_path / "f.h5", ["b"], dim=16).dim == 16
 
@@ -248,29 +289,42 @@ def test_nan_and_inf_are_rejected(tmp_path, bad):
     x[4, 1] = bad
     write_h5_features(tmp_path / "f.h5", {"ok": np.ones((3, 4)), "bad": x})
     for storage in ("memory", "float16"):  # checked once, at load
-        with pytest.raises(ValueError, match=r"video 'bad' \(key 'bad.npy' in .*f.h5\): 1 clip\(s\) contain NaN/inf"):
+        with pytest.raises(
+            ValueError,
+            match=r"video 'bad' \(key 'bad.npy' in .*f.h5\): 1 clip\(s\) contain NaN/inf",
+        ):
             open_features(tmp_path / "f.h5", ["ok", "bad"], storage=storage)
     lazy = open_features(tmp_path / "f.h5", ["ok", "bad"], storage="lazy")  # checked on every read
     np.testing.assert_array_equal(lazy.get("ok"), np.ones((3, 4)))
     np.testing.assert_array_equal(lazy.gather(["bad"], [np.array([0, 1])]), np.ones((1, 2, 4)))
-    for read in (lambda: lazy.get("bad"), lambda: lazy.gather(["ok", "bad"], [np.array([0]), np.array([4])]),
-                 lambda: list(lazy.iter_batches())):
+    for read in (
+        lambda: lazy.get("bad"),
+        lambda: lazy.gather(["ok", "bad"], [np.array([0]), np.array([4])]),
+        lambda: list(lazy.iter_batches()),
+    ):
         with pytest.raises(ValueError, match=r"video 'bad' .*NaN/inf"):
             read()
 
 
 def test_shape_and_dtype_errors(tmp_path):
-    cases = {"empty": np.zeros((0, 4), np.float32), "flat": np.ones(4, np.float32),
-             "4d": np.ones((2, 1, 1, 4), np.float32), "ints": np.ones((2, 4), np.int64)}
+    cases = {
+        "empty": np.zeros((0, 4), np.float32),
+        "flat": np.ones(4, np.float32),
+        "4d": np.ones((2, 1, 1, 4), np.float32),
+        "ints": np.ones((2, 4), np.int64),
+    }
     listed = _write_list(tmp_path, cases)
     with pytest.raises(ValueError, match=r"video 'empty' .*: video has 0 clips"):
         open_features(listed, ["empty"])
     for name in ("flat", "4d"):
-        with pytest.raises(ValueError, match=rf"video '{name}' .*expected \(n_clips, D\) or \(n_clips, crops, D\)"):
+        with pytest.raises(
+            ValueError, match=rf"video '{name}' .*expected \(n_clips, D\) or \(n_clips, crops, D\)"
+        ):
             open_features(listed, [name])
     with pytest.raises(ValueError, match=r"video 'ints' .*dtype int64; expected a float array"):
         open_features(listed, ["ints"])
-    np.save(tmp_path / "obj_i3d.npy", np.array([None, 1], dtype=object))  # np.save pickles object arrays
+    # np.save pickles object arrays
+    np.save(tmp_path / "obj_i3d.npy", np.array([None, 1], dtype=object))
     (tmp_path / "obj.list").write_text("obj_i3d.npy\n")
     with pytest.raises(ValueError, match=r"cannot read .*obj_i3d.npy as a numeric .npy array"):
         open_features(tmp_path / "obj.list", ["obj"])
@@ -295,12 +349,18 @@ def test_argument_and_file_errors(tmp_path):
 def test_gather_index_errors(tmp_path, storage):
     write_h5_features(tmp_path / "f.h5", {"a": np.ones((5, 3)), "b": np.ones((2, 3))})
     store = open_features(tmp_path / "f.h5", ["a", "b"], storage=storage)
-    # in the concatenated array row 5 of 'a' would be row 0 of 'b': it must fail, not read the neighbour
-    with pytest.raises(IndexError, match=r"clip index 5 is out of range for video 'a' with 5 clips \(gather row 1\)"):
+    # in the concatenated array row 5 of 'a' would be row 0 of 'b': it must fail, not read the
+    # neighbour
+    with pytest.raises(
+        IndexError,
+        match=r"clip index 5 is out of range for video 'a' with 5 clips \(gather row 1\)",
+    ):
         store.gather(["b", "a"], [np.array([0, 1]), np.array([4, 5])])
     with pytest.raises(IndexError, match=r"clip index -1 is out of range for video 'b'"):
         store.gather(["b"], [np.array([-1, 0])])
-    with pytest.raises(ValueError, match=r"1-D index arrays of one length k; got shapes \[\(1,\), \(2,\)\]"):
+    with pytest.raises(
+        ValueError, match=r"1-D index arrays of one length k; got shapes \[\(1,\), \(2,\)\]"
+    ):
         store.gather(["a", "b"], [np.array([0]), np.array([0, 1])])
     with pytest.raises(KeyError, match=r"videos \['c'\] are not in this FeatureStore \(2 videos\)"):
         store.gather(["c"], [np.array([0])])
@@ -312,8 +372,11 @@ def test_float16_overflow_and_closed_lazy_store(tmp_path):
     write_h5_features(tmp_path / "f.h5", {"big": np.full((2, 3), 1e5, np.float32)})
     with pytest.raises(ValueError, match=r"video 'big' .*beyond the float16 range.*l2_norm=True"):
         open_features(tmp_path / "f.h5", ["big"], storage="float16")
-    np.testing.assert_allclose(open_features(tmp_path / "f.h5", ["big"], storage="float16", l2_norm=True).get("big"),
-                               np.full((2, 3), 3**-0.5), rtol=2**-11)
+    np.testing.assert_allclose(
+        open_features(tmp_path / "f.h5", ["big"], storage="float16", l2_norm=True).get("big"),
+        np.full((2, 3), 3**-0.5),
+        rtol=2**-11,
+    )
     with open_features(tmp_path / "f.h5", ["big"], storage="lazy") as lazy:
         assert lazy.get("big")[0, 0] == 1e5
     with pytest.raises(RuntimeError, match=r"lazy FeatureStore was closed"):
@@ -328,17 +391,29 @@ def test_write_h5_features_official_layout(tmp_path):
         np.testing.assert_array_equal(f["01_0014.npy"][()], np.arange(6).reshape(3, 2))
     with pytest.raises(ValueError, match=r"'01_0015.npy' is not a canonical video name"):
         write_h5_features(path, {"01_0015": np.ones((1, 2)), "01_0015.npy": np.ones((1, 2))})
-    assert sorted(os.listdir(tmp_path)) == ["feats.h5"]  # the failed write left no .tmp and kept the old file
+    # the failed write left no .tmp and kept the old file
+    assert sorted(os.listdir(tmp_path)) == ["feats.h5"]
     with pytest.raises(ValueError, match=r"video 'v' has shape \(3,\); expected \(n_clips, D\)"):
         write_h5_features(tmp_path / "g.h5", {"v": np.ones(3)})
 
 
-@pytest.mark.parametrize("given, expected", [
-    ("01_0014_i3d.npy", "01_0014"), ("01_0014.npy", "01_0014"), ("01_0014", "01_0014"),
-    ("/feats/UCF/Abuse028_x264_i3d.npy", "Abuse028_x264"), ("Abuse/Abuse028_x264.mp4", "Abuse028_x264"),
-    ("Normal_Videos_943_x264_C3D.npy", "Normal_Videos_943_x264"), ("v_i3d__3.npy", "v"), ("v__3_i3d.npy", "v"),
-    ("Bad.Boys.1995__#00-26-51_00-27-53_label_B2-0-0__4.npy", "Bad.Boys.1995__#00-26-51_00-27-53_label_B2-0-0"),
-])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("01_0014_i3d.npy", "01_0014"),
+        ("01_0014.npy", "01_0014"),
+        ("01_0014", "01_0014"),
+        ("/feats/UCF/Abuse028_x264_i3d.npy", "Abuse028_x264"),
+        ("Abuse/Abuse028_x264.mp4", "Abuse028_x264"),
+        ("Normal_Videos_943_x264_C3D.npy", "Normal_Videos_943_x264"),
+        ("v_i3d__3.npy", "v"),
+        ("v__3_i3d.npy", "v"),
+        (
+            "Bad.Boys.1995__#00-26-51_00-27-53_label_B2-0-0__4.npy",
+            "Bad.Boys.1995__#00-26-51_00-27-53_label_B2-0-0",
+        ),
+    ],
+)
 def test_canonical_name_cases(given, expected):
     assert canonical_name(given) == expected
 
@@ -347,12 +422,15 @@ def _lines(path):
     return [line.strip() for line in open(path) if line.strip()]
 
 
-@pytest.mark.parametrize("feature_list, split, column", [
-    ("shanghaitech/rtfm/shanghai-i3d-train-10crop.list", "shanghaitech/SH_Train_new.txt", 238),
-    ("shanghaitech/rtfm/shanghai-i3d-test-10crop.list", "shanghaitech/SH_Test_NEW.txt", 199),
-    ("ucf_crime/rtfm/ucf-i3d.list", "ucf_crime/Anomaly_Train.txt", 1610),
-    ("ucf_crime/rtfm/ucf-i3d-test.list", "ucf_crime/Temporal_Anomaly_Annotation_New.txt", 290),
-])
+@pytest.mark.parametrize(
+    "feature_list, split, column",
+    [
+        ("shanghaitech/rtfm/shanghai-i3d-train-10crop.list", "shanghaitech/SH_Train_new.txt", 238),
+        ("shanghaitech/rtfm/shanghai-i3d-test-10crop.list", "shanghaitech/SH_Test_NEW.txt", 199),
+        ("ucf_crime/rtfm/ucf-i3d.list", "ucf_crime/Anomaly_Train.txt", 1610),
+        ("ucf_crime/rtfm/ucf-i3d-test.list", "ucf_crime/Temporal_Anomaly_Annotation_New.txt", 290),
+    ],
+)
 def test_canonical_names_of_real_lists_match_the_splits(feature_list, split, column):
     listed = [canonical_name(b) for b in _lines(DATA / feature_list)]
     videos = [canonical_name(line.split(",")[0].split("\t")[0]) for line in _lines(DATA / split)]
@@ -370,13 +448,17 @@ def test_canonical_names_of_xd_lists_group_five_crops(feature_list, n_videos):
 
 @pytest.mark.parametrize("storage", STORAGES)
 def test_h5_dataset_declaring_more_than_the_file_holds_is_refused(tmp_path, storage):
-    # a never-written contiguous dataset reads as zeros of any declared size: a dense store would allocate
+    # a never-written contiguous dataset reads as zeros of any declared size: a dense store would
+    # allocate
     # 40 GB for this 2 KB file
     with h5py.File(tmp_path / "feats.h5", "w") as f:
         f.create_dataset("a.npy", data=np.ones((3, 6), np.float32))
-        f.create_dataset("b.npy", shape=(10 ** 9, 10), dtype=np.float32)
+        f.create_dataset("b.npy", shape=(10**9, 10), dtype=np.float32)
     assert os.path.getsize(tmp_path / "feats.h5") < 10_000
-    with pytest.raises(ValueError, match=r"video 'b' .* declares shape \(1000000000, 10\) \(40000000000 bytes\) "
-                                         r"but the file holds"):
+    with pytest.raises(
+        ValueError,
+        match=r"video 'b' .* declares shape \(1000000000, 10\) \(40000000000 bytes\) "
+        r"but the file holds",
+    ):
         open_features(tmp_path / "feats.h5", ["a", "b"], storage=storage)
     assert open_features(tmp_path / "feats.h5", ["a"], storage=storage).num_clips("a") == 3

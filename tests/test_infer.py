@@ -1,4 +1,6 @@
-"""tools/infer.py, engine/infer.py: the alarm state machine by hand, the reader thread, and online scoring of the shipped video."""
+"""tools/infer.py, engine/infer.py: the alarm state machine by hand, the reader thread, and online
+scoring of the shipped video."""
+
 import json
 import os
 import signal
@@ -25,7 +27,16 @@ from run_tool import run_tool
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["MODEL.BACKBONE", "c3d", "MODEL.WIDTH", "0.0625", "MODEL.EXPAND_K", "2", "DATA.TEST_SIZE", "[32, 40, 32]"]
+TINY = [
+    "MODEL.BACKBONE",
+    "c3d",
+    "MODEL.WIDTH",
+    "0.0625",
+    "MODEL.EXPAND_K",
+    "2",
+    "DATA.TEST_SIZE",
+    "[32, 40, 32]",
+]
 
 
 def _spans(alarms):
@@ -55,9 +66,14 @@ def test_alarm_open_at_the_end_is_closed_and_flagged():
     tracker = AlarmTracker(0.5, min_frames=48)
     assert tracker.update(0, 16, 0.9) == [] and tracker.update(16, 32, 0.9) == []  # 32 < 48 frames
     assert tracker.update(32, 48, 0.8)[0][0] == "start" and tracker.active
-    (kind, alarm), = tracker.finish()
-    assert kind == "end" and (alarm.start_frame, alarm.end_frame, alarm.open_at_end) == (0, 48, True)
-    assert alarms_from_scores([0, 16], [0.9, 0.9], 16, 0.5, min_frames=48) == []  # never long enough
+    ((kind, alarm),) = tracker.finish()
+    assert kind == "end" and (alarm.start_frame, alarm.end_frame, alarm.open_at_end) == (
+        0,
+        48,
+        True,
+    )
+    # never long enough
+    assert alarms_from_scores([0, 16], [0.9, 0.9], 16, 0.5, min_frames=48) == []
     with pytest.raises(ValueError, match="low threshold 0.6 exceeds the alarm threshold 0.5"):
         AlarmTracker(0.5, 0.6)
 
@@ -69,10 +85,17 @@ def test_min_duration_takes_the_larger_of_frames_and_seconds():
 
 
 def test_sources_are_told_apart():
-    assert [source_kind(s) for s in ("0", "rtsp://cam/live", "HTTP://x/y.mjpg", "clip.mp4")] == \
-        ["camera", "stream", "stream", "file"]
-    assert (source_name("1"), source_name("rtsp://cam.local:554/live"), source_name("/a/b c.mp4")) == \
-        ("camera1", "cam.local_554_live", "b_c")
+    assert [source_kind(s) for s in ("0", "rtsp://cam/live", "HTTP://x/y.mjpg", "clip.mp4")] == [
+        "camera",
+        "stream",
+        "stream",
+        "file",
+    ]
+    assert (
+        source_name("1"),
+        source_name("rtsp://cam.local:554/live"),
+        source_name("/a/b c.mp4"),
+    ) == ("camera1", "cam.local_554_live", "b_c")
 
 
 class FakeCapture:
@@ -83,7 +106,9 @@ class FakeCapture:
 
     def read(self):
         self.i += 1
-        return (True, np.full((4, 4, 3), self.i - 1, np.uint8)) if self.i <= self.n else (False, None)
+        return (
+            (True, np.full((4, 4, 3), self.i - 1, np.uint8)) if self.i <= self.n else (False, None)
+        )
 
     def release(self):
         pass
@@ -112,22 +137,43 @@ def test_reader_blocks_or_drops_the_oldest_frames(drop):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A tiny MIST-C3D checkpoint and the scores engine/evaluate.py's scoring gives the real video's 6 clips."""
+    """A tiny MIST-C3D checkpoint and the scores engine/evaluate.py's scoring gives the real video's
+    6 clips."""
     path = tmp_path_factory.mktemp("model") / "mist.pth"
     torch.manual_seed(0)
     net = MIST("c3d", expand_k=2, width=0.0625).eval()
     torch.save({"model": net.state_dict()}, path)
     frames = open_frames([REAL], kind="video")
-    ref = score_videos_on_frames(net, frames, frames.names, TestTransform("c3d", "ucf_crime", size=((32, 40), 32)),
-                                 torch.device("cpu"))
+    ref = score_videos_on_frames(
+        net,
+        frames,
+        frames.names,
+        TestTransform("c3d", "ucf_crime", size=((32, 40), 32)),
+        torch.device("cpu"),
+    )
     return path, ref["Normal_Videos020_x264_head100"]
 
 
 @pytest.fixture(scope="module")
 def run_real(model, tmp_path_factory):
     out = tmp_path_factory.mktemp("infer")
-    result = run_tool("infer", [str(REAL), "--model", str(model[0]), "--out", str(out), "--quiet", "--video", *TINY,
-                         "INFER.STRIDE", "8", "INFER.BATCH_SIZE", "4"])
+    result = run_tool(
+        "infer",
+        [
+            str(REAL),
+            "--model",
+            str(model[0]),
+            "--out",
+            str(out),
+            "--quiet",
+            "--video",
+            *TINY,
+            "INFER.STRIDE",
+            "8",
+            "INFER.BATCH_SIZE",
+            "4",
+        ],
+    )
     return out, result
 
 
@@ -135,7 +181,8 @@ def test_online_scores_equal_the_offline_evaluation(model, run_real):
     out, result = run_real
     frames, scores = result["windows"]["frame"], np.array(result["windows"]["score"])
     assert frames == list(range(0, 81, 8))  # every 16-frame window of the 100 frames, stride 8
-    np.testing.assert_allclose(scores[::2], model[1], atol=2e-6)  # stride-16 windows = test.py's clips
+    # stride-16 windows = test.py's clips
+    np.testing.assert_allclose(scores[::2], model[1], atol=2e-6)
     assert result["stats"]["frames_read"] == result["stats"]["frames_processed"] == 100
     assert result["stats"]["windows"] == 11 and result["stats"]["frames_dropped"] == 0
     assert result["fps"] == 30.0 and not result["interrupted"]
@@ -153,19 +200,51 @@ def test_online_scores_equal_the_offline_evaluation(model, run_real):
 def test_calibrated_threshold_drives_the_alarms(model, run_real, tmp_path):
     scores = np.array(run_real[1]["windows"]["score"])
     distinct = np.unique(scores)
-    threshold = float(distinct[len(distinct) // 2:len(distinct) // 2 + 2].mean())  # between two scores
+    # between two scores
+    threshold = float(distinct[len(distinct) // 2 : len(distinct) // 2 + 2].mean())
     low = float(distinct[1:3].mean())
-    (tmp_path / "cal.json").write_text(json.dumps({"thresholds": [
-        {"target_far": 0.01, "threshold": 9.0}, {"target_far": 0.001, "threshold": threshold}]}))
-    result = run_tool("infer", [str(REAL), "--model", str(model[0]), "--out", str(tmp_path), "--quiet", *TINY,
-                         "--calibration", str(tmp_path / "cal.json"), "--far", "0.001", "INFER.STRIDE", "8",
-                         "INFER.LOW_THRESHOLD", str(low), "INFER.MIN_FRAMES", "24"])
+    (tmp_path / "cal.json").write_text(
+        json.dumps(
+            {
+                "thresholds": [
+                    {"target_far": 0.01, "threshold": 9.0},
+                    {"target_far": 0.001, "threshold": threshold},
+                ]
+            }
+        )
+    )
+    result = run_tool(
+        "infer",
+        [
+            str(REAL),
+            "--model",
+            str(model[0]),
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            *TINY,
+            "--calibration",
+            str(tmp_path / "cal.json"),
+            "--far",
+            "0.001",
+            "INFER.STRIDE",
+            "8",
+            "INFER.LOW_THRESHOLD",
+            str(low),
+            "INFER.MIN_FRAMES",
+            "24",
+        ],
+    )
     assert result["threshold"] == threshold and result["calibration"]["target_far"] == 0.001
     frames, got = result["windows"]["frame"], np.array(result["windows"]["score"])
     np.testing.assert_allclose(got, scores, atol=1e-6)
     expected = alarms_from_scores(frames, got, 16, threshold, low, 24)
     assert expected and result["alarms"] == [a.to_dict(30.0) for a in expected]
-    events = [json.loads(x) for x in (tmp_path / "scores.jsonl").read_text().splitlines() if '"event"' in x]
+    events = [
+        json.loads(x)
+        for x in (tmp_path / "scores.jsonl").read_text().splitlines()
+        if '"event"' in x
+    ]
     assert [e["event"] for e in events] == ["alarm_start", "alarm_end"] * len(expected)
     with pytest.raises(UserError, match="go together"):
         run_tool("infer", [str(REAL), "--model", str(model[0]), "--far", "0.001", *TINY])
@@ -177,10 +256,26 @@ def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
     """A demo video read at its frame rate (as from a camera); SIGINT after the first score."""
     demo_videos = pytest.importorskip("datasets.demo_videos")
     demo = demo_videos.make_demo_videos(tmp_path / "demo", 0, 1, 0, 1)
-    video = max(Path(demo["out_dir"], "videos").glob("*.mp4"), key=lambda p: cv2.VideoCapture(str(p)).get(7))
-    cmd = [sys.executable, str(ROOT / "tools" / "infer.py"), str(video), "--model", str(model[0]), "--out",
-           str(tmp_path / "run"), *TINY, "INFER.REALTIME", "True", "INFER.DROP", "drop"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    video = max(
+        Path(demo["out_dir"], "videos").glob("*.mp4"), key=lambda p: cv2.VideoCapture(str(p)).get(7)
+    )
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "infer.py"),
+        str(video),
+        "--model",
+        str(model[0]),
+        "--out",
+        str(tmp_path / "run"),
+        *TINY,
+        "INFER.REALTIME",
+        "True",
+        "INFER.DROP",
+        "drop",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     first = json.loads(proc.stdout.readline())
     os.kill(proc.pid, signal.SIGINT)
     rest, err = proc.communicate(timeout=60)
@@ -188,7 +283,8 @@ def test_ctrl_c_ends_a_live_run_cleanly(model, tmp_path):
     result = json.loads((tmp_path / "run" / "timeline.json").read_text())
     n_frames = int(cv2.VideoCapture(str(video)).get(cv2.CAP_PROP_FRAME_COUNT))
     assert first["frame"] == 0 and result["interrupted"] and "interrupted:" in err
-    assert 1 <= len(result["windows"]["frame"]) < n_frames // 16  # stopped before the end of the video
+    # stopped before the end of the video
+    assert 1 <= len(result["windows"]["frame"]) < n_frames // 16
     rows = (tmp_path / "run" / "timeline.csv").read_text().split()[1:]
     assert len(rows) == len(result["windows"]["frame"]) == result["stats"]["windows"]
 
@@ -210,10 +306,12 @@ class _ListReader:
 
 
 def test_ctrl_c_while_a_window_is_written_ends_after_it_and_writes_each_window_once(tmp_path):
-    """SIGINT in the middle of scoring a batch: the batch is written once, whole; no frame after it is read."""
+    """SIGINT in the middle of scoring a batch: the batch is written once, whole; no frame after it
+    is read."""
     stop = threading.Event()
     previous = infer.stop_on_signals(stop)
     try:
+
         def scorer(clips):  # Ctrl-C arrives while the batch is scored
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
@@ -221,12 +319,15 @@ def test_ctrl_c_while_a_window_is_written_ends_after_it_and_writes_each_window_o
 
         items = [(k, 0.0, None, torch.zeros(3, 1, 2, 2)) for k in range(64)]
         outputs = infer.Outputs(tmp_path, 8.0, 0.5, True, False)
-        kept, interrupted, latencies = infer.run(_ListReader(items), scorer, AlarmTracker(0.5), outputs, 8, 2, stop)
+        kept, interrupted, latencies = infer.run(
+            _ListReader(items), scorer, AlarmTracker(0.5), outputs, 8, 2, stop
+        )
         outputs.close()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    assert interrupted and kept == 24  # windows 0..15 and 8..23 scored as one batch, then the run ends
+    # windows 0..15 and 8..23 scored as one batch, then the run ends
+    assert interrupted and kept == 24
     assert outputs.frames == [0, 8] and outputs.scores == [0.0, 0.1] and len(latencies) == 2
     rows = (tmp_path / "timeline.csv").read_text().split()[1:]
     assert [r.split(",")[:2] for r in rows] == [["0", "16"], ["8", "24"]]
@@ -234,17 +335,30 @@ def test_ctrl_c_while_a_window_is_written_ends_after_it_and_writes_each_window_o
 
 
 @pytest.mark.parametrize("backbone,ten_crop", [("c3d", False), ("c3d", True), ("i3d", False)])
-def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores(backbone, ten_crop, monkeypatch):
+def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores(
+    backbone, ten_crop, monkeypatch
+):
     import utils.video_scoring as video_scoring
+
     calls = []
-    monkeypatch.setattr(video_scoring, "normalise", lambda clips, b: calls.append(clips.dtype) or normalise(clips, b))
+    monkeypatch.setattr(
+        video_scoring,
+        "normalise",
+        lambda clips, b: calls.append(clips.dtype) or normalise(clips, b),
+    )
     torch.manual_seed(0)
     net = MIST(backbone, expand_k=2, width=0.0625).eval()
     frames = open_frames([REAL], kind="video")
     transform = TestTransform(backbone, "ucf_crime", ten_crop=ten_crop, size=((32, 40), 32))
-    scores = [score_videos_on_frames(net, frames, frames.names, transform, torch.device("cpu"), uint8=uint8)
-              for uint8 in (False, True)]
+    scores = [
+        score_videos_on_frames(
+            net, frames, frames.names, transform, torch.device("cpu"), uint8=uint8
+        )
+        for uint8 in (False, True)
+    ]
     name = "Normal_Videos020_x264_head100"
     assert len(scores[0][name]) == 6 and np.array_equal(scores[0][name], scores[1][name])
-    assert transform.normalise and not transform.uint8().normalise  # a copy: the caller's transform is unchanged
-    assert calls and set(calls) == {torch.uint8}  # the uint8 run normalised its clips after the loader
+    # a copy: the caller's transform is unchanged
+    assert transform.normalise and not transform.uint8().normalise
+    # the uint8 run normalised its clips after the loader
+    assert calls and set(calls) == {torch.uint8}

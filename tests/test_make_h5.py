@@ -1,6 +1,7 @@
-"""tools/make_h5.py killed for real (kill -9 of the main process, 2 spawn workers) and run again: the same h5
-as an uninterrupted run, the finished videos not decoded again, no worker left behind; a video caught
-half-way through its commit is converted again."""
+"""tools/make_h5.py killed for real (kill -9 of the main process, 2 spawn workers) and run again:
+the same h5 as an uninterrupted run, the finished videos not decoded again, no worker left behind; a
+video caught half-way through its commit is converted again."""
+
 import os
 import subprocess
 import sys
@@ -15,7 +16,8 @@ from engine.frames_h5 import make_h5
 from utils.config import REPO_ROOT
 
 N_VIDEOS, KILL_AT = 6, "v5"
-# imported by the driver and by the spawned workers: logs every call, and the call for KILL_AT (first run
+# imported by the driver and by the spawned workers: logs every call, and the call for KILL_AT
+# (first run
 # only) kills the main process with SIGKILL, then sleeps as a worker stuck in a long video would
 HOOK = f"""
 import os, signal, sys, time
@@ -38,7 +40,8 @@ def encode_video(path, **kwargs):
     if Path(path).stem == "{KILL_AT}" and os.environ.get("HOOK_KILL"):
         time.sleep(2)  # the main process commits the videos before this one meanwhile
         with open(os.environ["HOOK_LOG"] + ".workers", "w") as log:  # every worker of the pool
-            log.write(" ".join(p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == os.getppid()))
+            pids = [p for p in os.listdir("/proc") if p.isdigit() and _ppid(p) == os.getppid()]
+            log.write(" ".join(pids))
         os.kill(os.getppid(), signal.SIGKILL)
         time.sleep(60)
     return real_encode(path, **kwargs)
@@ -63,7 +66,9 @@ def _videos(folder):
     rng = np.random.default_rng(0)
     for i in range(N_VIDEOS):
         colours = rng.integers(0, 256, (35 + 3 * i, 3)).astype(np.uint8)
-        writer = cv2.VideoWriter(str(folder / f"v{i}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (40, 32))
+        writer = cv2.VideoWriter(
+            str(folder / f"v{i}.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (40, 32)
+        )
         for colour in colours:
             writer.write(np.broadcast_to(colour, (32, 40, 3)).copy())
         writer.release()
@@ -72,19 +77,27 @@ def _videos(folder):
 
 
 def _run(tmp_path, list_file, out, log, kill):
-    """-> (exit status, stdout, stderr) of the driver; only the main process is waited for (its output goes to
-    files: a pipe would also wait for any orphaned worker)."""
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}", "HOOK_LOG": str(log),
-           "HOOK_KILL": "1" if kill else ""}
+    """-> (exit status, stdout, stderr) of the driver; only the main process is waited for (its
+    output goes to files: a pipe would also wait for any orphaned worker)."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO_ROOT}",
+        "HOOK_LOG": str(log),
+        "HOOK_KILL": "1" if kill else "",
+    }
     cmd = [sys.executable, str(tmp_path / "driver.py"), str(list_file), str(out), "--workers", "2"]
     with open(f"{log}.out", "w") as stdout, open(f"{log}.err", "w") as stderr:
-        code = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=tmp_path).wait(timeout=120)
+        code = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=tmp_path).wait(
+            timeout=120
+        )
     return code, Path(f"{log}.out").read_text(), Path(f"{log}.err").read_text()
 
 
 def _calls(log):
     """-> [(pid, video)] of the hook's log."""
-    return [(int(pid), name) for pid, name in (line.split() for line in log.read_text().splitlines())]
+    return [
+        (int(pid), name) for pid, name in (line.split() for line in log.read_text().splitlines())
+    ]
 
 
 def _alive(pid):
@@ -132,11 +145,15 @@ def test_kill_9_then_the_same_command_converts_only_the_unfinished_videos(tmp_pa
 
 
 def test_a_video_killed_half_way_through_its_commit_is_converted_again(tmp_path):
-    """Segment 0 of v1 already moved to its key, segment 1 still in 'v1.partial': both dropped, v1 redone."""
+    """Segment 0 of v1 already moved to its key, segment 1 still in 'v1.partial': both dropped, v1
+    redone."""
     list_file = _videos(tmp_path / "videos")
     straight = make_h5(list_file, tmp_path / "straight.h5", progress=False)
     keys, attrs = _contents(tmp_path / "straight.h5")
-    with h5py.File(tmp_path / "straight.h5", "r") as src, h5py.File(tmp_path / "out.h5.incomplete", "w") as dst:
+    with (
+        h5py.File(tmp_path / "straight.h5", "r") as src,
+        h5py.File(tmp_path / "out.h5.incomplete", "w") as dst,
+    ):
         dst.attrs.update(attrs)
         for key in ("v0-000000", "v0-000001", "v1-000000"):
             src.copy(src[key], dst, name=key)

@@ -1,8 +1,10 @@
-"""Stage-2 models against the official golden vectors (docs/REFERENCE.md §3.1-3.4, golden README §2.6-2.8).
+"""Stage-2 models against the official golden vectors (docs/REFERENCE.md §3.1-3.4, golden README
+§2.6-2.8).
 
 Official weights are rebuilt with the golden rule (tests/golden_weights.py), renamed by our mapping
 (models/weights.py) and loaded strictly, so every test also proves the key mapping.
 """
+
 import pytest
 import torch
 
@@ -11,8 +13,16 @@ from models.i3d import I3D, same_padding
 from models.mist import MIST, anomaly_score
 from models.sga import SelfGuidedAttention
 from models.weights import OFFICIAL_SGA_NAMES, convert_state_dict, to_official_state_dict
-from tests.golden_weights import (assert_golden, c3d_input, check_input, golden, i3d_input, manifest,
-                                  official_state_dict, sga_input)
+from tests.golden_weights import (
+    assert_golden,
+    c3d_input,
+    check_input,
+    golden,
+    i3d_input,
+    manifest,
+    official_state_dict,
+    sga_input,
+)
 
 torch.backends.cuda.matmul.allow_tf32 = False  # golden README §3; no-ops on the CPU
 torch.backends.cudnn.allow_tf32 = False
@@ -38,10 +48,13 @@ def mist_c3d():
 
 
 def _run_with_blocks(model, x):
-    """x: numpy clip -> (MIST output dict, {backbone child name: its output}) in one eval forward."""
+    """x: numpy clip -> (MIST output dict, {backbone child name: its output}) in one eval
+    forward."""
     blocks = {}
-    hooks = [module.register_forward_hook(lambda m, i, o, name=name: blocks.__setitem__(name, o))
-             for name, module in model.backbone.named_children()]
+    hooks = [
+        module.register_forward_hook(lambda m, i, o, name=name: blocks.__setitem__(name, o))
+        for name, module in model.backbone.named_children()
+    ]
     try:
         with torch.no_grad():
             out = model(torch.from_numpy(x))
@@ -55,23 +68,42 @@ def _compare_full_model(out, blocks, ref):
     """Every golden array of a full-model file against its _f64 reference."""
     fmap = out["feature_map"]
     ours = {}  # blocks first, so a failure names the first block where the implementations diverge
-    block_names = [k[len("block_"):-len("_shape")] for k in ref if k.startswith("block_") and k.endswith("_shape")]
-    assert sorted(block_names) == sorted(blocks), "backbone children differ from the official blocks"
+    block_names = [
+        k[len("block_") : -len("_shape")]
+        for k in ref
+        if k.startswith("block_") and k.endswith("_shape")
+    ]
+    assert sorted(block_names) == sorted(blocks), (
+        "backbone children differ from the official blocks"
+    )
     for name in block_names:
         assert list(blocks[name].shape) == ref[f"block_{name}_shape"].tolist(), name
         ours[f"block_{name}_mean_hw"] = blocks[name][0].mean(dim=(2, 3))
-    ours.update({
-        "logits_raw": out["logits"], "atten_logits_raw": out["guided_logits"],
-        "logits": torch.softmax(out["logits"], 1), "atten_logits": torch.softmax(out["guided_logits"], 1),
-        "atten_map": out["attention"], "feat_map": fmap, "feat_map_mean_hw": fmap.mean(dim=(3, 4)),
-        "feat_map_gap": fmap.mean(dim=(2, 3, 4)), "sga_m": out["sga_m"],
-    })
+    ours.update(
+        {
+            "logits_raw": out["logits"],
+            "atten_logits_raw": out["guided_logits"],
+            "logits": torch.softmax(out["logits"], 1),
+            "atten_logits": torch.softmax(out["guided_logits"], 1),
+            "atten_map": out["attention"],
+            "feat_map": fmap,
+            "feat_map_mean_hw": fmap.mean(dim=(3, 4)),
+            "feat_map_gap": fmap.mean(dim=(2, 3, 4)),
+            "sga_m": out["sga_m"],
+        }
+    )
     for key, value in ours.items():
         assert_golden(value, ref[f"{key}_f64"], key)
 
 
-@pytest.mark.parametrize("name,height,width", [
-    ("i3d_sga_std", 224, 224), ("i3d_sga_std_240x320", 240, 320), ("i3d_sga_std_256x340", 256, 340)])
+@pytest.mark.parametrize(
+    "name,height,width",
+    [
+        ("i3d_sga_std", 224, 224),
+        ("i3d_sga_std_240x320", 240, 320),
+        ("i3d_sga_std_256x340", 256, 340),
+    ],
+)
 def test_mist_i3d_matches_official(mist_i3d, name, height, width):
     ref = golden(name)
     x = i3d_input(height, width)
@@ -107,7 +139,8 @@ def test_sga_module_matches_official():
 
 
 def test_guided_logits_average_channel_groups():
-    """Channels 0..k-1 -> class 0, k..2k-1 -> class 1 (§3.1): with att_2 = identity, logits are group means."""
+    """Channels 0..k-1 -> class 0, k..2k-1 -> class 1 (§3.1): with att_2 = identity, logits are
+    group means."""
     sga = SelfGuidedAttention(4, expand_k=3).eval()
     with torch.no_grad():
         sga.att_2.weight.copy_(torch.eye(6).view(6, 6, 1, 1, 1))
@@ -115,11 +148,15 @@ def test_guided_logits_average_channel_groups():
         x = torch.rand(2, 4, 4, 6, 6)
         _, logits, m = sga(x)
     heads = m.mean(dim=(2, 3, 4))
-    torch.testing.assert_close(logits, torch.stack([heads[:, :3].mean(1), heads[:, 3:].mean(1)], dim=1))
+    torch.testing.assert_close(
+        logits, torch.stack([heads[:, :3].mean(1), heads[:, 3:].mean(1)], dim=1)
+    )
 
 
-@pytest.mark.parametrize("backbone,manifest_name,n_params", [
-    ("i3d", "official_I3D_SGA_STD", 30_993_827), ("c3d", "official_C3D_SGA_STD", 34_743_875)])
+@pytest.mark.parametrize(
+    "backbone,manifest_name,n_params",
+    [("i3d", "official_I3D_SGA_STD", 30_993_827), ("c3d", "official_C3D_SGA_STD", 34_743_875)],
+)
 def test_parameter_counts_and_official_key_order(backbone, manifest_name, n_params):
     with torch.device("meta"):
         model = MIST(backbone)
@@ -129,9 +166,16 @@ def test_parameter_counts_and_official_key_order(backbone, manifest_name, n_para
     assert [(k, list(v.shape)) for k, v in official.items()] == [(k, s) for k, s in expected]
 
 
-@pytest.mark.parametrize("backbone,height,width,hw5,hw4", [
-    ("i3d", 224, 224, (7, 7), (14, 14)), ("i3d", 240, 320, (8, 10), (15, 20)), ("c3d", 112, 112, (7, 7), (14, 14)),
-    ("i3d", 64, 96, (2, 3), (4, 6)), ("c3d", 64, 80, (4, 5), (8, 10))])
+@pytest.mark.parametrize(
+    "backbone,height,width,hw5,hw4",
+    [
+        ("i3d", 224, 224, (7, 7), (14, 14)),
+        ("i3d", 240, 320, (8, 10), (15, 20)),
+        ("c3d", 112, 112, (7, 7), (14, 14)),
+        ("i3d", 64, 96, (2, 3), (4, 6)),
+        ("c3d", 64, 80, (4, 5), (8, 10)),
+    ],
+)
 def test_output_shapes(backbone, height, width, hw5, hw4):
     """Shapes from the meta device (no compute) at the test sizes, plus small demo sizes."""
     with torch.device("meta"):
@@ -147,7 +191,9 @@ def test_output_shapes(backbone, height, width, hw5, hw4):
     assert tuple(out["sga_m"].shape) == (3, 8, 2, *hw5)
 
 
-@pytest.mark.parametrize("cls,width,c5,c4", [(I3D, 0.25, 256, 208), (I3D, 0.1, 102, 84), (C3D, 0.25, 128, 128)])
+@pytest.mark.parametrize(
+    "cls,width,c5,c4", [(I3D, 0.25, 256, 208), (I3D, 0.1, 102, 84), (C3D, 0.25, 128, 128)]
+)
 def test_width_multiplier(cls, width, c5, c4):
     backbone = cls(width=width)
     assert (backbone.out_channels, backbone.sga_channels) == (c5, c4)
@@ -159,8 +205,8 @@ def test_width_multiplier(cls, width, c5, c4):
 
 
 def test_hassony2_padding_differs_from_tf_same_on_odd_sizes():
-    """Width 85 with a 3/2 max-pool: hassony2 pads (0, 1) where TF-SAME pads (1, 1) (golden README §2.7);
-    time follows TF-SAME from T mod stride (7 steps, kernel 3, stride 2 -> 1 + 1)."""
+    """Width 85 with a 3/2 max-pool: hassony2 pads (0, 1) where TF-SAME pads (1, 1) (golden README
+    §2.7); time follows TF-SAME from T mod stride (7 steps, kernel 3, stride 2 -> 1 + 1)."""
     assert same_padding((1, 3, 3), (1, 2, 2), 8) == (0, 1, 0, 1, 0, 0)
     assert same_padding((3, 3, 3), (2, 2, 2), 7) == (0, 1, 0, 1, 1, 1)
     assert same_padding((3, 3, 3), (2, 2, 2), 8) == (0, 1, 0, 1, 0, 1)

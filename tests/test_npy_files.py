@@ -1,4 +1,6 @@
-"""Untrusted .npy / .npz readers: no pickles, no allocation beyond what the file holds (utils/npy_files.py)."""
+"""Untrusted .npy / .npz readers: no pickles, no allocation beyond what the file holds
+(utils/npy_files.py)."""
+
 import io
 import zipfile
 
@@ -13,15 +15,20 @@ from utils.pseudo_labels import load_score_dict
 def _header_only(shape, dtype="<f8"):
     """An .npy file of ~128 bytes whose header declares `shape` (a memory bomb if trusted)."""
     buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": dtype, "fortran_order": False, "shape": shape}
+    )
     return buf.getvalue() + b"\x00" * 16
 
 
 def test_npy_declaring_more_than_the_file_holds_is_refused_before_allocation(tmp_path):
     bomb = tmp_path / "01_0014.npy"
-    bomb.write_bytes(_header_only((10 ** 13,)))  # 80 TB declared by a 144-byte file
-    with pytest.raises(ValueError, match=r"01_0014.npy' declares an array of shape \(10000000000000,\) .* "
-                                         r"but the file holds 16 bytes"):
+    bomb.write_bytes(_header_only((10**13,)))  # 80 TB declared by a 144-byte file
+    with pytest.raises(
+        ValueError,
+        match=r"01_0014.npy' declares an array of shape \(10000000000000,\) .* "
+        r"but the file holds 16 bytes",
+    ):
         load_npy(bomb)
     with pytest.raises(ValueError, match="declares an array"):
         load_mask(bomb)
@@ -40,12 +47,16 @@ def test_npy_pickles_are_refused_and_not_run(tmp_path):
 def test_npz_members_are_bounded_before_inflating(tmp_path, monkeypatch):
     path = tmp_path / "scores.npz"
     with zipfile.ZipFile(path, "w") as z:  # a stored member whose header lies about its size
-        z.writestr("01_0014.npy", _header_only((10 ** 12,)))
-    with pytest.raises(ValueError, match=r"member '01_0014.npy' declares an array of shape \(1000000000000,\)"):
+        z.writestr("01_0014.npy", _header_only((10**12,)))
+    with pytest.raises(
+        ValueError, match=r"member '01_0014.npy' declares an array of shape \(1000000000000,\)"
+    ):
         load_score_dict(path)
     assert MAX_ARRAY_BYTES == 1 << 30
     from utils import npy_files
-    monkeypatch.setattr(npy_files, "MAX_ARRAY_BYTES", 1 << 20)  # the bound scaled down: the test stays fast
+
+    # the bound scaled down: the test stays fast
+    monkeypatch.setattr(npy_files, "MAX_ARRAY_BYTES", 1 << 20)
     big = tmp_path / "big.npz"  # honest but huge once inflated: zeros deflate ~1000:1
     np.savez_compressed(big, v=np.zeros((1 << 17) + 1))
     assert big.stat().st_size < 4096

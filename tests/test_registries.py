@@ -1,4 +1,5 @@
 """The plain-dict registries: every choice list is the keys of its owner's dict, checked by name."""
+
 import re
 from pathlib import Path
 
@@ -15,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_every_dataset_has_a_spec_and_its_ground_truth_reader():
-    configured = {p.name for p in (ROOT / "configs").iterdir()
-                  if p.is_dir() and p.name != "__pycache__"}
+    configured = {
+        p.name for p in (ROOT / "configs").iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
     assert configured == set(DATASETS) == set(CHOICES["DATA.DATASET"])
-    assert all(spec.name == name and spec.ground_truth in GROUND_TRUTHS
-               for name, spec in DATASETS.items())
+    assert all(
+        spec.name == name and spec.ground_truth in GROUND_TRUTHS for name, spec in DATASETS.items()
+    )
     assert dataset_spec("xd_violence").headline == ("ap", "auc")
     with pytest.raises(ValueError, match=r"unknown dataset 'sht': expected one of \('shanghai"):
         dataset_spec("sht")

@@ -14,17 +14,23 @@ def test_short_video_repeats_clips_instead_of_crashing():
     idx = sparse_continuous_sample(3, 32, 7, "uniform", np.random.default_rng(0))
     np.testing.assert_array_equal(idx[:7], [0, 0, 0, 1, 1, 2, 2])
     assert idx.shape == (224,) and set(idx) == {0, 1, 2}
-    np.testing.assert_array_equal(sparse_continuous_sample(1, 2, 3, "random", np.random.default_rng(0)), [0] * 6)
+    np.testing.assert_array_equal(
+        sparse_continuous_sample(1, 2, 3, "random", np.random.default_rng(0)), [0] * 6
+    )
     with pytest.raises(ValueError, match="0 clips"):
         sparse_continuous_sample(0, 32, 7, "uniform", np.random.default_rng(0))
 
 
 def test_uniform_shift_is_shared_and_bounded():
     num_clips, part_num, part_len = 400, 32, 7
-    base = (np.linspace(0, num_clips - part_len, 33, dtype=int)[:32, None] + np.arange(7)).reshape(-1)
+    base = (np.linspace(0, num_clips - part_len, 33, dtype=int)[:32, None] + np.arange(7)).reshape(
+        -1
+    )
     moves = set()
     for seed in range(50):
-        idx = sparse_continuous_sample(num_clips, part_num, part_len, "uniform", np.random.default_rng(seed))
+        idx = sparse_continuous_sample(
+            num_clips, part_num, part_len, "uniform", np.random.default_rng(seed)
+        )
         diff = idx - base
         assert (diff == diff[0]).all()  # one shift for all sub-bags
         moves.add(int(diff[0]))
@@ -35,10 +41,13 @@ def test_random_mode_shifts_each_sub_bag_within_its_gap():
     num_clips, part_len = 400, 7
     starts = np.linspace(0, num_clips - part_len, 33, dtype=int)[:32]
     gap = (num_clips - part_len) // 32
-    idx = sparse_continuous_sample(num_clips, 32, part_len, "random", np.random.default_rng(1)).reshape(32, 7)
+    idx = sparse_continuous_sample(
+        num_clips, 32, part_len, "random", np.random.default_rng(1)
+    ).reshape(32, 7)
     shifts = idx[:, 0] - starts
     assert ((shifts >= 0) & (shifts < gap)).all() and len(set(shifts)) > 1
-    np.testing.assert_array_equal(idx - idx[:, :1], np.tile(np.arange(7), (32, 1)))  # still continuous
+    # still continuous
+    np.testing.assert_array_equal(idx - idx[:, :1], np.tile(np.arange(7), (32, 1)))
     assert idx.max() < num_clips
 
 
@@ -51,8 +60,15 @@ def test_isolated_mode_spreads_distinct_clips():
 def test_subbag_mean_bag_score_is_max_of_sub_bag_means():
     normal = torch.tensor([[0.1, 0.2, 0.3, 0.2]])  # sub-bags of 2: means 0.15, 0.25 -> 0.25
     abnormal = torch.tensor([[0.9, 0.7, 0.0, 0.2]])  # means 0.8, 0.1 -> 0.8
-    loss, parts = mil_ranking_loss(normal, abnormal, topk=1, lambda_sparse=0.01, lambda_smooth=0.0,
-                                   bag_score="subbag_mean", part_len=2)
+    loss, parts = mil_ranking_loss(
+        normal,
+        abnormal,
+        topk=1,
+        lambda_sparse=0.01,
+        lambda_smooth=0.0,
+        bag_score="subbag_mean",
+        part_len=2,
+    )
     assert parts["rank"].item() == pytest.approx(1 - 0.8 + 0.25)
     assert parts["sparse"].item() == pytest.approx(0.45)
     assert parts["smooth"].item() == pytest.approx((0.04 + 0.49 + 0.04) / 3)
@@ -71,7 +87,9 @@ def test_refinement_interior_is_triangular_kernel_and_edges_replicate():
     scores = np.random.default_rng(3).random(40)
     refined = refine_scores(scores, abnormal=False)
     triangle = np.array([1, 2, 3, 4, 5, 4, 3, 2, 1]) / 25
-    np.testing.assert_allclose(refined[4:-4], np.convolve(scores, triangle, mode="valid"), atol=1e-12)
+    np.testing.assert_allclose(
+        refined[4:-4], np.convolve(scores, triangle, mode="valid"), atol=1e-12
+    )
     abnormal = refine_scores(scores, abnormal=True)
     assert abnormal.min() == 0.0 and abnormal.max() == 1.0
     assert refine_scores(np.array([0.4]), abnormal=True).tolist() == pytest.approx([0.4])

@@ -1,4 +1,6 @@
-"""Sultani et al. baseline: 32-segment pooling (hand-computed and against their MATLAB rule), loss, training."""
+"""Sultani et al. baseline: 32-segment pooling (hand-computed and against their MATLAB rule), loss,
+training."""
+
 import json
 
 import numpy as np
@@ -13,13 +15,14 @@ from run_tool import run_tool
 
 
 def _matlab_segments(feats, n_seg=32):
-    """Transcription of Sultani's Save_C3DFeat_32Segment.m (1-based, MATLAB round), without its L2 norm."""
+    """Transcription of Sultani's Save_C3DFeat_32Segment.m (1-based, MATLAB round), without its L2
+    norm."""
     n = len(feats)
     shots = [int(np.floor(x + 0.5)) for x in np.linspace(1, n, n_seg + 1)]
     out = []
     for i in range(n_seg):
         ss, ee = shots[i], shots[i + 1] - 1
-        out.append(feats[ss - 1] if ee < ss else feats[ss - 1:ee].mean(axis=0))
+        out.append(feats[ss - 1] if ee < ss else feats[ss - 1 : ee].mean(axis=0))
     return np.stack(out)
 
 
@@ -35,11 +38,14 @@ def test_segment_bounds_hand_computed():
 
 def test_pool_segments_hand_computed_and_matches_sultani_matlab():
     x = np.arange(10, dtype=np.float32)[:, None] * np.array([[1.0, -2.0]], np.float32)
-    np.testing.assert_allclose(pool_segments(x, 4)[:, 0], [0.5, 3.0, 5.5, 7.5])  # means of 0-1, 2-4, 5-6, 7-8
+    # means of 0-1, 2-4, 5-6, 7-8
+    np.testing.assert_allclose(pool_segments(x, 4)[:, 0], [0.5, 3.0, 5.5, 7.5])
     rng = np.random.default_rng(0)
     for n in (1, 5, 31, 32, 33, 40, 100, 257):
         feats = rng.normal(size=(n, 6)).astype(np.float32)
-        np.testing.assert_allclose(pool_segments(feats), _matlab_segments(feats), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            pool_segments(feats), _matlab_segments(feats), rtol=1e-5, atol=1e-6
+        )
     unit = pool_segments(rng.normal(size=(40, 6)), l2_norm=True)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, rtol=1e-6)
 
@@ -53,18 +59,26 @@ def test_loss_hand_computed_and_equal_to_sultani_keras_over_b():
     assert parts["sparse"].item() == pytest.approx((1.5 + 1.3) / 2)  # per-bag sums, averaged
     assert parts["smooth"].item() == pytest.approx((0.25 + 0.04 + 0.0 + 0.25) / 2)
     assert loss.item() == pytest.approx(0.65 + 8e-5 * 1.4 + 8e-5 * 0.27)
-    # Sultani's Keras objective: mean over normal i of sum over abnormal j of the hinge, + 8e-5 * sums over bags
-    keras = (sum(max(0.0, 1 - a + n) for n in (0.3, 0.5) for a in (0.9, 0.6)) / 2
-             + 8e-5 * (1.5 + 1.3) + 8e-5 * (0.29 + 0.25))
+    # Sultani's Keras objective: mean over normal i of sum over abnormal j of the hinge, + 8e-5 *
+    # sums over bags
+    keras = (
+        sum(max(0.0, 1 - a + n) for n in (0.3, 0.5) for a in (0.9, 0.6)) / 2
+        + 8e-5 * (1.5 + 1.3)
+        + 8e-5 * (0.29 + 0.25)
+    )
     assert keras == pytest.approx(2 * loss.item())
 
 
 def test_segment_sampler_pairs_pooled_videos(tmp_path):
     rng = np.random.default_rng(0)
-    feats = {f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32) for i in range(6)}
+    feats = {
+        f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32) for i in range(6)
+    }
     write_h5_features(tmp_path / "f.h5", feats)
     store = open_features(tmp_path / "f.h5", list(feats), dim=4)
-    sampler = SegmentBagSampler(store, ["v0", "v1", "v2"], ["v3", "v4", "v5"], 2, 8, np.random.default_rng(1))
+    sampler = SegmentBagSampler(
+        store, ["v0", "v1", "v2"], ["v3", "v4", "v5"], 2, 8, np.random.default_rng(1)
+    )
     batches = list(sampler)
     assert len(sampler) == len(batches) == 1
     normal, abnormal = batches[0]
@@ -78,8 +92,9 @@ def test_segment_sampler_pairs_pooled_videos(tmp_path):
 
 def test_segment_sampler_iter_rows_is_iter_concatenated(tmp_path):
     rng = np.random.default_rng(0)
-    feats = {f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32)
-             for i in range(8)}
+    feats = {
+        f"v{i}": rng.normal(size=(int(rng.integers(3, 50)), 4)).astype(np.float32) for i in range(8)
+    }
     write_h5_features(tmp_path / "f.h5", feats)
     store = open_features(tmp_path / "f.h5", list(feats), dim=4)
     names = (["v0", "v1", "v2", "v3"], ["v4", "v5", "v6", "v7"])
@@ -120,7 +135,10 @@ def test_stage1_registries_pick_by_method(tmp_path):
     assert isinstance(build_stage1_sampler(cfg, store, videos, rng), SegmentBagSampler)
     loss, parts = build_stage1_loss(cfg)(normal, abnormal)
     assert loss.item() == sultani_loss(normal, abnormal, 0.01, 0.0)[0].item() and set(parts) == {
-        "rank", "sparse", "smooth"}
+        "rank",
+        "sparse",
+        "smooth",
+    }
     cfg.STAGE1.METHOD = "rtfm"
     wrong = r"STAGE1.METHOD = 'rtfm' is not one of \('mist', 'sultani'\)"
     builds = (lambda: build_stage1_loss(cfg), lambda: build_stage1_sampler(cfg, store, videos, rng))
@@ -131,9 +149,14 @@ def test_stage1_registries_pick_by_method(tmp_path):
 
 def test_sultani_method_trains_with_the_stage1_tool(tmp_path):
     tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
-    opts = {"STAGE1.METHOD": "sultani", "STAGE1.PART_NUM": 8, "STAGE1.LAMBDA_SPARSE": 8e-5,
-            "STAGE1.LAMBDA_SMOOTH": 8e-5}
+    opts = {
+        "STAGE1.METHOD": "sultani",
+        "STAGE1.PART_NUM": 8,
+        "STAGE1.LAMBDA_SPARSE": 8e-5,
+        "STAGE1.LAMBDA_SMOOTH": 8e-5,
+    }
     results = run_tool("train_stage1", tiny_opts(tiny, tmp_path / "run", epochs=4, **opts))
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train/rank", "train/sparse", "train/smooth"} <= set(record)
-    assert results["test"]["auc"] > 0.9  # the clip-level MLP, trained on segment means, scores test clips directly
+    # the clip-level MLP, trained on segment means, scores test clips directly
+    assert results["test"]["auc"] > 0.9

@@ -1,4 +1,6 @@
-"""tools/visualize.py and utils/gradcam.py: figures, the HTML report, and Grad-CAM colours (official bug §6.27)."""
+"""tools/visualize.py and utils/gradcam.py: figures, the HTML report, and Grad-CAM colours (official
+bug §6.27)."""
+
 import json
 
 import cv2
@@ -24,7 +26,8 @@ COLOUR = (10, 60, 200)  # BGR: a red-dominant colour, so a channel swap is visib
 
 
 def _fake_run(run, opts, videos, labels, rng):
-    """A finished run folder without training: config.yaml, test scores that follow the GT, results.json."""
+    """A finished run folder without training: config.yaml, test scores that follow the GT,
+    results.json."""
     run.mkdir(parents=True)
     cfg = load_cfg(None, opts)
     (run / "config.yaml").write_text(cfg.dump())
@@ -44,8 +47,14 @@ def stage1_run(tmp_path_factory):
     cfg = load_cfg(None, tiny_opts(tiny, root / "run")[2:])
     _, videos = load_splits(cfg, need_train=False)
     labels = ground_truth(cfg, videos)
-    cfg, scores = _fake_run(root / "run", tiny_opts(tiny, root / "run")[2:], videos, labels, np.random.default_rng(0))
-    table = {"last": {"epoch": 6, "auc": 0.9, "ap": 0.8, "far": 0.01}, "best": None, "best_val": None}
+    cfg, scores = _fake_run(
+        root / "run", tiny_opts(tiny, root / "run")[2:], videos, labels, np.random.default_rng(0)
+    )
+    table = {
+        "last": {"epoch": 6, "auc": 0.9, "ap": 0.8, "far": 0.01},
+        "best": None,
+        "best_val": None,
+    }
     (root / "run" / "results.json").write_text(json.dumps({"test_by_checkpoint": table}))
     return root / "run", evaluate(scores, labels, videos)
 
@@ -54,18 +63,23 @@ def test_figures_and_report(stage1_run):
     run, metrics = stage1_run
     result = run_tool("visualize", [str(run), "--max-videos", "4"])
     out = run / "figures"
-    assert result["images"] == ["score_curves.png", "roc.png", "pr.png"]  # no categories: no per-class bars
+    # no categories: no per-class bars
+    assert result["images"] == ["score_curves.png", "roc.png", "pr.png"]
     for name in result["images"]:
         image = cv2.imread(str(out / name))
         assert image is not None and image.shape[0] > 100 and (out / name).stat().st_size < 200_000
     page = (out / "report.html").read_text()
     assert f"{100 * metrics['auc']:.2f}%" in page and f"{100 * metrics['ap']:.2f}%" in page
-    assert page.index("<td>AUC</td>") < page.index("<td>AP</td>")  # AUC is the headline outside XD-Violence
+    # AUC is the headline outside XD-Violence
+    assert page.index("<td>AUC</td>") < page.index("<td>AP</td>")
     assert all(f"src='{name}'" in page for name in result["images"]) and "Checkpoint choice" in page
 
 
 def test_helpers_choose_videos_and_runs(stage1_run):
-    assert [tuple(map(int, r)) for r in visualize.anomalous_runs([0, 1, 1, 0, 1])] == [(1, 3), (4, 5)]
+    assert [tuple(map(int, r)) for r in visualize.anomalous_runs([0, 1, 1, 0, 1])] == [
+        (1, 3),
+        (4, 5),
+    ]
     run, _ = stage1_run
     _, videos = load_splits(load_cfg(run / "config.yaml"), need_train=False)
     chosen = visualize.choose_videos(videos, [], 4)
@@ -78,14 +92,16 @@ def test_helpers_choose_videos_and_runs(stage1_run):
 
 @pytest.mark.parametrize("backbone", ["i3d", "c3d"])
 def test_overlay_keeps_the_frame_colour(backbone, tmp_path):
-    """I3D normalises RGB as (x-128)/128, C3D BGR minus the Sports-1M mean: both must come back as the frame's
-    own BGR colour, and the written file must hold it in BGR order (the official code did neither)."""
+    """I3D normalises RGB as (x-128)/128, C3D BGR minus the Sports-1M mean: both must come back as
+    the frame's own BGR colour, and the written file must hold it in BGR order (the official code
+    did neither)."""
     frames = np.empty((16, 32, 40, 3), np.uint8)
     frames[:] = COLOUR
     clip = TestTransform(backbone, "shanghaitech", size=((32, 40), 32))(frames)
     restored = denormalise(clip, backbone)
     assert restored.dtype == np.uint8 and (restored == np.array(COLOUR, np.uint8)).all()
-    blend = overlay(restored[8], heatmap(np.zeros((7, 7)), restored.shape[1:3]))  # JET(0) = BGR (128, 0, 0)
+    # JET(0) = BGR (128, 0, 0)
+    blend = overlay(restored[8], heatmap(np.zeros((7, 7)), restored.shape[1:3]))
     cv2.imwrite(str(tmp_path / "o.png"), blend)
     # 0.3 * (128, 0, 0) + 0.5 * (10, 60, 200) = (43.4, 30, 100): red stays in the red channel
     assert (cv2.imread(str(tmp_path / "o.png")) == np.array([43, 30, 100], np.uint8)).all()
@@ -102,7 +118,12 @@ def stage2_run(tmp_path_factory):
     _fake_run(root / "run", opts, videos, labels, np.random.default_rng(1))
     torch.manual_seed(0)
     model = build_model(cfg)
-    save_checkpoint(root / "run" / "checkpoints" / "last.pth", kind="stage2", model=model.state_dict(), cfg=cfg.dump())
+    save_checkpoint(
+        root / "run" / "checkpoints" / "last.pth",
+        kind="stage2",
+        model=model.state_dict(),
+        cfg=cfg.dump(),
+    )
     return root / "run", cfg, model
 
 
@@ -117,13 +138,20 @@ def test_gradcam_panel_from_a_stage2_checkpoint(stage2_run):
 
 def test_grad_cam_values_and_the_model_without_sga(stage2_run):
     _, cfg, model = stage2_run
-    clip = torch.from_numpy(np.random.default_rng(0).normal(0, 30, (3, 16, 32, 32)).astype(np.float32))
+    clip = torch.from_numpy(
+        np.random.default_rng(0).normal(0, 30, (3, 16, 32, 32)).astype(np.float32)
+    )
     cam, attention, score = grad_cam(model, clip)
     assert cam.shape == attention.shape == (2, 2) and 0 <= score <= 1
-    # the head is linear on the mean of F, so the Grad-CAM weights are its abnormal row: ReLU(sum_c w_c F_c)
+    # the head is linear on the mean of F, so the Grad-CAM weights are its abnormal row: ReLU(sum_c
+    # w_c F_c)
     with torch.no_grad():
         fmap = model.eval()(clip[None])["feature_map"][0]
-    expected = torch.relu(torch.einsum("c,cthw->thw", model.head.weight[1].detach(), fmap)).mean(dim=0).numpy()
+    expected = (
+        torch.relu(torch.einsum("c,cthw->thw", model.head.weight[1].detach(), fmap))
+        .mean(dim=0)
+        .numpy()
+    )
     expected = (expected - expected.min()) / (expected.max() - expected.min())
     np.testing.assert_allclose(cam, expected, atol=1e-3)
     no_sga_cfg = cfg.clone()

@@ -1,4 +1,6 @@
-"""XD-Violence: the config and its shipped lists/GT, 5-crop feature lists, AP as the headline metric."""
+"""XD-Violence: the config and its shipped lists/GT, 5-crop feature lists, AP as the headline
+metric."""
+
 import json
 
 import numpy as np
@@ -22,8 +24,14 @@ def test_config_and_shipped_annotations():
     assert build_generator(cfg).regressor[0].in_features == 1024
     train = read_split(cfg.DATA.TRAIN_SPLIT, "xd_violence")
     test = read_split(cfg.DATA.TEST_SPLIT, "xd_violence")
-    assert (len(train), sum(v.label for v in train), len(test), sum(v.label for v in test)) == (3954, 1905, 800, 500)
-    assert all(v.n_frames is None for v in test)  # feature lists carry no frame count: the GT JSON gives it
+    assert (len(train), sum(v.label for v in train), len(test), sum(v.label for v in test)) == (
+        3954,
+        1905,
+        800,
+        500,
+    )
+    # feature lists carry no frame count: the GT JSON gives it
+    assert all(v.n_frames is None for v in test)
     labels = frame_labels(test, "xd_violence", annotation=cfg.DATA.TEST_ANNOTATION)
     assert sum(len(g) for g in labels.values()) == 2_330_384
     assert all(not labels[v.name].any() for v in test if v.label == 0)
@@ -36,7 +44,8 @@ def _name(i, code):
 
 @pytest.fixture(scope="module")
 def xd(tmp_path_factory):
-    """Tiny XD-style data: per-crop files '<video>__k.npy' (n_clips, 8), lists of basenames, GT JSON."""
+    """Tiny XD-style data: per-crop files '<video>__k.npy' (n_clips, 8), lists of basenames, GT
+    JSON."""
     root = tmp_path_factory.mktemp("xd")
     (root / "feats").mkdir()
     rng = np.random.default_rng(0)
@@ -47,7 +56,7 @@ def xd(tmp_path_factory):
             name, n = _name(i, codes[i % 12]), int(rng.integers(6, 20))
             seg = [] if name.endswith("_A") else [[16 * 2, 16 * (n // 2)]]
             active = np.zeros(n)
-            active[2: n // 2] = 0 if not seg else 1
+            active[2 : n // 2] = 0 if not seg else 1
             for k in range(CROPS):
                 feats = rng.normal(0, 0.3, (n, DIM)) + 0.1 * k
                 feats[:, 0] += 3 * active
@@ -58,11 +67,37 @@ def xd(tmp_path_factory):
     for split, lines in splits.items():
         (root / f"{split}.list").write_text("\n".join(lines) + "\n")
     (root / "gt.json").write_text(json.dumps(gt))
-    opts = ["DATA.FEATURES", root / "train.list", "DATA.TEST_FEATURES", root / "test.list",  # two lists, as shipped
-            "DATA.FEATURE_ROOT", root / "feats", "DATA.TRAIN_SPLIT",
-            root / "train.list", "DATA.TEST_SPLIT", root / "test.list", "DATA.TEST_ANNOTATION", root / "gt.json",
-            "DATA.FEATURE_DIM", DIM, "STAGE1.EPOCHS", 2, "STAGE1.EVAL_PERIOD", 2, "STAGE1.BATCH_SIZE", 3,
-            "STAGE1.PART_NUM", 4, "STAGE1.PART_LEN", 2, "STAGE1.LR", 0.02, "STAGE1.DROPOUT", 0.0]
+    # two lists, as shipped
+    opts = [
+        "DATA.FEATURES",
+        root / "train.list",
+        "DATA.TEST_FEATURES",
+        root / "test.list",
+        "DATA.FEATURE_ROOT",
+        root / "feats",
+        "DATA.TRAIN_SPLIT",
+        root / "train.list",
+        "DATA.TEST_SPLIT",
+        root / "test.list",
+        "DATA.TEST_ANNOTATION",
+        root / "gt.json",
+        "DATA.FEATURE_DIM",
+        DIM,
+        "STAGE1.EPOCHS",
+        2,
+        "STAGE1.EVAL_PERIOD",
+        2,
+        "STAGE1.BATCH_SIZE",
+        3,
+        "STAGE1.PART_NUM",
+        4,
+        "STAGE1.PART_LEN",
+        2,
+        "STAGE1.LR",
+        0.02,
+        "STAGE1.DROPOUT",
+        0.0,
+    ]
     opts = [str(x) for x in opts]
     results = run_tool("train_stage1", ["--cfg", str(CFG), *opts, "OUTPUT_DIR", str(root / "run")])
     return root, opts, results
@@ -98,10 +133,18 @@ def frame_labels_of(row):
 def test_test_tool_and_visualize_put_ap_first(xd, capsys):
     root, opts, results = xd
     scores = root / "run" / "test_scores.npz"
-    metrics = run_tool("test", ["--cfg", str(CFG), *opts, "TEST.SCORES", str(scores), "OUTPUT_DIR", str(root / "t")])
+    metrics = run_tool(
+        "test",
+        ["--cfg", str(CFG), *opts, "TEST.SCORES", str(scores), "OUTPUT_DIR", str(root / "t")],
+    )
     line = next(x for x in capsys.readouterr().out.splitlines() if "test_scores:" in x)
-    assert line.split("test_scores: ")[1].startswith(f"AP {100 * metrics['ap']:.2f}%  AUC {100 * metrics['auc']:.2f}%")
+    assert line.split("test_scores: ")[1].startswith(
+        f"AP {100 * metrics['ap']:.2f}%  AUC {100 * metrics['auc']:.2f}%"
+    )
     result = run_tool("visualize", [str(root / "run")])
-    assert result["images"][:3] == ["score_curves.png", "pr.png", "roc.png"] and "per_class_auc.png" in result["images"]
+    assert (
+        result["images"][:3] == ["score_curves.png", "pr.png", "roc.png"]
+        and "per_class_auc.png" in result["images"]
+    )
     page = (root / "run" / "figures" / "report.html").read_text()
     assert page.index("<td>AP</td>") < page.index("<td>AUC</td>")

@@ -1,4 +1,5 @@
-"""Rewrites any supported checkpoint (models/weights.py FORMATS) as a plain state dict in our MIST layout.
+"""Rewrites any supported checkpoint (models/weights.py FORMATS) as a plain state dict in our MIST
+layout.
 
     python tools/convert_weights.py model_rgb.pth pretrained/i3d_kinetics.pth
     python tools/convert_weights.py c3d.pickle pretrained/c3d_sports1m.pth --backbone c3d
@@ -6,6 +7,7 @@
 
 Keys are checked against MIST(backbone); shapes are checked when the file is loaded into a model.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -21,8 +23,12 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="checkpoint to convert (.pth, .pt, .pickle)")
     parser.add_argument("output", help="where to write the converted state dict")
-    parser.add_argument("--backbone", choices=("i3d", "c3d"), default=None,
-                        help="demand this backbone (default: detected from the keys)")
+    parser.add_argument(
+        "--backbone",
+        choices=("i3d", "c3d"),
+        default=None,
+        help="demand this backbone (default: detected from the keys)",
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return parser.parse_args(argv)
 

@@ -5,6 +5,7 @@
 Videos -> frames h5 -> features -> stage 1 -> pseudo-labels -> stage 2 -> test, then one table
 (engine/demo.py). An interrupted demo continues where it stopped.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -16,9 +17,12 @@ from utils import cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="output/demo_video", help="folder for everything the demo writes")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", default="output/demo_video", help="folder for everything the demo writes"
+    )
     parser.add_argument("--workers", type=int, default=2, help="make_h5 worker processes")
     args = parser.parse_args(argv)
     return demo(args.out, args.workers)

@@ -1,16 +1,23 @@
-"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D or a fine-tuned MIST encoder.
+"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D or a fine-tuned
+MIST encoder.
 
-    python tools/extract_features.py /data/SHT/videos features/SHT_I3D.h5 --encoder i3d --weights model_rgb.pth
-    python tools/extract_features.py frames/ucf.h5 features/UCF_C3D.h5 --encoder c3d --weights c3d.pickle \\
+    python tools/extract_features.py /data/SHT/videos features/SHT_I3D.h5 --encoder i3d --weights
+    model_rgb.pth
+    python tools/extract_features.py frames/ucf.h5 features/UCF_C3D.h5 --encoder c3d --weights
+    c3d.pickle \\
         --cfg configs/ucf_crime/c3d_stage1.yaml
-    python tools/extract_features.py frames/sht.h5 features/sht_mist_i3d --encoder mist --format npy --crops 10 \\
-        --weights output/sht_i3d_stage2/checkpoints/best.pth --cfg configs/shanghaitech/i3d_stage2.yaml
-    torchrun --standalone --nproc_per_node 8 tools/extract_features.py frames/ucf.h5 features/UCF_I3D.h5 ...
+    python tools/extract_features.py frames/sht.h5 features/sht_mist_i3d --encoder mist --format npy
+    --crops 10 \\
+        --weights output/sht_i3d_stage2/checkpoints/best.pth --cfg
+        configs/shanghaitech/i3d_stage2.yaml
+    torchrun --standalone --nproc_per_node 8 tools/extract_features.py frames/ucf.h5
+    features/UCF_I3D.h5 ...
 
 One feature per whole 16-frame clip: i3d 1024-d, c3d 4096-d (fc6), mist 1024-d (I3D) or 512-d (C3D).
 Resumable (the same command skips finished videos), any number of torchrun processes; the output's
 dimension is printed at the end (DATA.FEATURE_DIM). engine/extract.py says more.
 """
+
 import sys
 from pathlib import Path
 
@@ -23,25 +30,39 @@ from utils.config import load_cfg
 
 def parse_args(argv=None):
     parser = cli.tool_parser(__doc__)
-    parser.add_argument("source",
-                        help="frames h5 (tools/make_h5.py), a folder or list file of videos, "
-                        "or a video")
+    parser.add_argument(
+        "source", help="frames h5 (tools/make_h5.py), a folder or list file of videos, or a video"
+    )
     parser.add_argument("out", help="output .h5 file (--format h5) or folder (--format npy)")
-    parser.add_argument("--encoder", choices=extract.ENCODERS, required=True,
-                        help="i3d | c3d (vanilla) | mist (fine-tuned)")
+    parser.add_argument(
+        "--encoder",
+        choices=extract.ENCODERS,
+        required=True,
+        help="i3d | c3d (vanilla) | mist (fine-tuned)",
+    )
     parser.add_argument("--weights", required=True, help="the encoder's checkpoint")
-    parser.add_argument("--format", choices=("h5", "npy"), default="h5",
-                        help="official h5 or RTFM-style .npy folder")
-    parser.add_argument("--crops", type=int, default=1, choices=(1, 5, 10),
-                        help="views per clip (crop axis if > 1)")
-    parser.add_argument("--names", default=None,
-                        help="split file: extract only its videos (DATA.DATASET format)")
-    parser.add_argument("--force", action="store_true",
-                        help="delete an existing output and start over")
+    parser.add_argument(
+        "--format",
+        choices=("h5", "npy"),
+        default="h5",
+        help="official h5 or RTFM-style .npy folder",
+    )
+    parser.add_argument(
+        "--crops", type=int, default=1, choices=(1, 5, 10), help="views per clip (crop axis if > 1)"
+    )
+    parser.add_argument(
+        "--names", default=None, help="split file: extract only its videos (DATA.DATASET format)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="delete an existing output and start over"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--timeout-hours", type=float, default=24.0,
-                        help="torchrun: how long a rank may wait for the others "
-                        "(at the start and the end)")
+    parser.add_argument(
+        "--timeout-hours",
+        type=float,
+        default=24.0,
+        help="torchrun: how long a rank may wait for the others (at the start and the end)",
+    )
     cli.add_overrides(parser)
     return parser.parse_intermixed_args(argv)
 
@@ -49,9 +70,19 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_cfg(args.cfg or None, args.opts)
-    return extract.extract_features(cfg, args.source, args.out, args.encoder, args.weights,
-                                    args.format, args.crops, args.names, args.force,
-                                    not args.no_progress, args.timeout_hours)
+    return extract.extract_features(
+        cfg,
+        args.source,
+        args.out,
+        args.encoder,
+        args.weights,
+        args.format,
+        args.crops,
+        args.names,
+        args.force,
+        not args.no_progress,
+        args.timeout_hours,
+    )
 
 
 if __name__ == "__main__":

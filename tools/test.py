@@ -1,7 +1,9 @@
 """Evaluate a checkpoint, or any method's saved scores, with the paper's frame-level metrics.
 
-    python tools/test.py --cfg configs/shanghaitech/i3d_stage1.yaml TEST.CHECKPOINT out/checkpoints/best.pth
-    python tools/test.py --cfg configs/shanghaitech/i3d_stage2.yaml TEST.CHECKPOINT SHT_I3D_AUC_0.9483.pth
+    python tools/test.py --cfg configs/shanghaitech/i3d_stage1.yaml TEST.CHECKPOINT
+    out/checkpoints/best.pth
+    python tools/test.py --cfg configs/shanghaitech/i3d_stage2.yaml TEST.CHECKPOINT
+    SHT_I3D_AUC_0.9483.pth
     python tools/test.py --cfg configs/ucf_crime/i3d_stage1.yaml TEST.SCORES my_method_scores.npz
 
 A stage-1 checkpoint runs on DATA.FEATURES, a stage-2 one (ours, the authors', converted) on
@@ -9,6 +11,7 @@ DATA.FRAMES; torchrun shares a stage-2 test over GPUs. Writes test_<name>.json (
 test_<name>_scores.npz to OUTPUT_DIR; --force overwrites an earlier test (engine/evaluate.py says
 more).
 """
+
 import sys
 from pathlib import Path
 

@@ -1,10 +1,12 @@
-"""Stage 1 of MIST: train the MIL pseudo-label generator on clip features, evaluate it, write pseudo-labels.
+"""Stage 1 of MIST: train the MIL pseudo-label generator on clip features, evaluate it, write
+pseudo-labels.
 
     python tools/train_stage1.py --cfg configs/shanghaitech/i3d_stage1.yaml [KEY VALUE ...]
     python tools/train_stage1.py                      # the embedded demo
 
 The procedure and the files it writes: engine/stage1.py.
 """
+
 import sys
 from pathlib import Path
 

@@ -2,10 +2,12 @@
 
     python tools/train_stage2.py --cfg configs/shanghaitech/i3d_stage2.yaml [KEY VALUE ...]
     torchrun --nproc_per_node 4 tools/train_stage2.py --cfg ...            # multi-GPU (DDP)
-    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 tools/train_stage2.py --cfg ...
+    torchrun --nnodes 2 --node_rank 0 --master_addr HOST --nproc_per_node 8 tools/train_stage2.py
+    --cfg ...
 
 The procedure and the files it writes: engine/stage2.py.
 """
+
 import sys
 from pathlib import Path
 

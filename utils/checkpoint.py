@@ -1,4 +1,5 @@
 """Checkpoints: written atomically, read without executing code (`weights_only=True`)."""
+
 import json
 import os
 import re
@@ -21,9 +22,10 @@ def save_checkpoint(path, **state):
 
 
 def torch_load_safely(path):
-    """torch.load(path, weights_only=True) on the CPU -> object; ValueError with a reason of our own if it
-    fails. torch's own message advises retrying with weights_only=False (running the file's code): a user
-    must not do that for a file they did not make, so that advice is never passed on."""
+    """torch.load(path, weights_only=True) on the CPU -> object; ValueError with a reason of our own
+    if it fails. torch's own message advises retrying with weights_only=False (running the file's
+    code): a user must not do that for a file they did not make, so that advice is never passed
+    on."""
     if not Path(path).is_file():
         what = "is a folder, not a checkpoint file" if Path(path).is_dir() else "does not exist"
         raise NotFoundError(f"checkpoint {path} {what}: check the path")
@@ -38,23 +40,35 @@ def _load_failure(err):
     text = str(err)
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
-        return (f"it holds a Python object ({found.group(1)}) that would run code when loaded, so it is refused; "
-                "only tensor checkpoints are read: re-save it as a plain state dict where it was made")
+        return (
+            f"it holds a Python object ({found.group(1)}) that would run code when loaded, so it is"
+            " refused; only tensor checkpoints are read: re-save it as a plain state dict where it"
+            " was made"
+        )
     if "weights_only" in text or "Weights only load failed" in text:
-        return ("it holds Python objects that would run code when loaded, so it is refused; only tensor "
-                "checkpoints are read: re-save it as a plain state dict where it was made")
+        return (
+            "it holds Python objects that would run code when loaded, so it is refused; only tensor"
+            " checkpoints are read: re-save it as a plain state dict where it was made"
+        )
     first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
     return f"not a readable PyTorch checkpoint (truncated or another format?): {first}"
 
 
 def load_checkpoint(path, expect_kind=None):
-    """Reads a checkpoint saved by `save_checkpoint`; `expect_kind` checks its 'kind' (e.g. 'stage1').
+    """Reads a checkpoint saved by `save_checkpoint`; `expect_kind` checks its 'kind' (e.g.
+    'stage1').
 
     Raises FileNotFoundError / ValueError naming the file and what it holds instead.
     """
     state = torch_load_safely(path)
-    if expect_kind is not None and (not isinstance(state, dict) or state.get("kind") != expect_kind):
-        found = state.get("kind", "a file without a 'kind' entry") if isinstance(state, dict) else type(state).__name__
+    if expect_kind is not None and (
+        not isinstance(state, dict) or state.get("kind") != expect_kind
+    ):
+        found = (
+            state.get("kind", "a file without a 'kind' entry")
+            if isinstance(state, dict)
+            else type(state).__name__
+        )
         raise InputError(f"checkpoint {path} is not a {expect_kind} checkpoint (it holds {found})")
     return state
 
@@ -62,17 +76,18 @@ def load_checkpoint(path, expect_kind=None):
 def read_checkpoint(path, kind=None):
     """The one checkpoint reader of every tool -> (state, cfg).
 
-    state: the file's content, loaded without running code (torch_load_safely). kind: "stage1" / "stage2"
-    refuses any other file, naming what it holds. cfg: the config a mist-vad run stored in the file, merged
-    into today's defaults (keys added since take their defaults), frozen; None for a file without one (the
-    authors' checkpoints, converted state dicts), whose model is built from the caller's config.
-    """
+    state: the file's content, loaded without running code (torch_load_safely). kind: "stage1" /
+    "stage2" refuses any other file, naming what it holds. cfg: the config a mist-vad run stored in
+    the file, merged into today's defaults (keys added since take their defaults), frozen; None for
+    a file without one (the authors' checkpoints, converted state dicts), whose model is built from
+    the caller's config."""
     state = load_checkpoint(path, expect_kind=kind)
     return state, saved_cfg(state, path)
 
 
 def saved_cfg(state, path="checkpoint"):
-    """-> the config stored in a mist-vad checkpoint, merged into today's defaults; None without one."""
+    """-> the config stored in a mist-vad checkpoint, merged into today's defaults; None without
+    one."""
     if not (isinstance(state, dict) and isinstance(state.get("cfg"), str)):
         return None
     from yacs.config import CfgNode
@@ -83,14 +98,17 @@ def saved_cfg(state, path="checkpoint"):
     try:
         cfg.merge_from_other_cfg(CfgNode.load_cfg(state["cfg"]))
     except (KeyError, ValueError, AssertionError) as err:
-        raise InputError(f"{path}: its stored config does not fit this version of mist-vad ({' '.join(str(err).split())}); "
-                         "rebuild the model from a config file (--cfg) instead") from None
+        raise InputError(
+            f"{path}: its stored config does not fit this version of mist-vad"
+            f" ({' '.join(str(err).split())}); rebuild the model from a config file (--cfg) instead"
+        ) from None
     cfg.freeze()
     return cfg
 
 
 def atomic_write(path, write, mode="wb"):
-    """write(file) into `<path>.tmp`, then renamed to path: an interrupted or failed write leaves no partial file."""
+    """write(file) into `<path>.tmp`, then renamed to path: an interrupted or failed write leaves no
+    partial file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -108,7 +126,8 @@ def missing_dirs(path):
 
 
 def remove_empty_dirs(dirs):
-    """Removes the folders of missing_dirs() that are still empty: a failed run leaves no empty folder behind."""
+    """Removes the folders of missing_dirs() that are still empty: a failed run leaves no empty
+    folder behind."""
     for d in dirs:
         try:
             d.rmdir()
@@ -123,6 +142,7 @@ def write_text_atomic(path, text):
 def save_npz(path, arrays):
     """np.savez(path, **arrays), atomically."""
     import numpy as np
+
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 

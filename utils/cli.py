@@ -1,10 +1,11 @@
 """The one way every tool ends: `if __name__ == "__main__": sys.exit(run(main))`.
 
-A user mistake (utils.errors.UserError) -> one line `error: <message>` on stderr and exit status 2, as git
-or pip answer a mistake; any other exception is a bug and keeps its traceback. `--debug` on the command
-line (or MIST_DEBUG=1) shows the traceback of a user error too. Ctrl-C -> exit status 130. Under torchrun
-every rank that fails says why, but a message is printed once per machine, not once per rank.
-"""
+A user mistake (utils.errors.UserError) -> one line `error: <message>` on stderr and exit status 2,
+as git or pip answer a mistake; any other exception is a bug and keeps its traceback. `--debug` on
+the command line (or MIST_DEBUG=1) shows the traceback of a user error too. Ctrl-C -> exit status
+130. Under torchrun every rank that fails says why, but a message is printed once per machine, not
+once per rank."""
+
 import argparse
 import errno
 import hashlib
@@ -18,14 +19,17 @@ DEBUG_ENV = "MIST_DEBUG"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 # operating-system refusals that are the user's to fix (disk, quota, permissions), not bugs
-DISK_ERRORS = {errno.ENOSPC: "free space on that disk or write elsewhere (OUTPUT_DIR / the output argument)",
-               errno.EDQUOT: "free space within your quota or write elsewhere",
-               errno.EROFS: "that file system is read-only: write elsewhere",
-               errno.EACCES: "check the permissions of that path, or write elsewhere"}
+DISK_ERRORS = {
+    errno.ENOSPC: "free space on that disk or write elsewhere (OUTPUT_DIR / the output argument)",
+    errno.EDQUOT: "free space within your quota or write elsewhere",
+    errno.EROFS: "that file system is read-only: write elsewhere",
+    errno.EACCES: "check the permissions of that path, or write elsewhere",
+}
 
 
 def run(main, argv=None):
-    """Calls main(argv) -> exit status: main's int result, else 0; 2 on a user error, 130 on Ctrl-C."""
+    """Calls main(argv) -> exit status: main's int result, else 0; 2 on a user error, 130 on
+    Ctrl-C."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "0") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
@@ -60,14 +64,20 @@ def report(err):
 
 
 def _first_to_say(message):
-    """True unless another rank of this torchrun job on this machine printed the same message already."""
+    """True unless another rank of this torchrun job on this machine printed the same message
+    already."""
     job = os.environ.get("TORCHELASTIC_RUN_ID") if "RANK" in os.environ else None
     if job is None:
         return True
-    # the local ranks share their parent, torchrun's agent: (run id, agent pid) names this job on this machine
+    # the local ranks share their parent, torchrun's agent: (run id, agent pid) names this job on
+    # this machine
     key = hashlib.sha256(f"{job}\n{os.getppid()}\n{message}".encode()).hexdigest()[:16]
     try:
-        os.close(os.open(os.path.join(tempfile.gettempdir(), f"mist-error-{key}"), os.O_CREAT | os.O_EXCL))
+        os.close(
+            os.open(
+                os.path.join(tempfile.gettempdir(), f"mist-error-{key}"), os.O_CREAT | os.O_EXCL
+            )
+        )
     except FileExistsError:
         return False
     except OSError:
@@ -76,12 +86,16 @@ def _first_to_say(message):
 
 
 def tool_parser(doc, cfg_default=""):
-    """-> the ArgumentParser every tool starts from: description and usage text from the tool's docstring,
-    `--cfg FILE` (default `cfg_default`), and trailing `KEY VALUE` config overrides (`opts`). The tool adds
-    its own arguments, then parses with parse_intermixed_args (options may follow positionals)."""
+    """-> the ArgumentParser every tool starts from: description and usage text from the tool's
+    docstring, `--cfg FILE` (default `cfg_default`), and trailing `KEY VALUE` config overrides
+    (`opts`). The tool adds its own arguments, then parses with parse_intermixed_args (options may
+    follow positionals)."""
     first, _, rest = (doc or "").strip().partition("\n")
-    parser = argparse.ArgumentParser(description=first, epilog=rest.strip() or None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=first,
+        epilog=rest.strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--cfg", default=str(cfg_default), help="experiment YAML (configs/...)")
     return parser
 

@@ -1,8 +1,9 @@
-"""torch.distributed for multi-GPU and multi-node runs launched with `torchrun` (single process otherwise).
+"""torch.distributed for multi-GPU and multi-node runs launched with `torchrun` (single process
+otherwise).
 
-`torchrun --nproc_per_node 4 tools/train_stage2.py --cfg ...` sets RANK / WORLD_SIZE / LOCAL_RANK; NCCL is
-used on CUDA and gloo on the CPU. Only rank 0 writes files.
-"""
+`torchrun --nproc_per_node 4 tools/train_stage2.py --cfg ...` sets RANK / WORLD_SIZE / LOCAL_RANK;
+NCCL is used on CUDA and gloo on the CPU. Only rank 0 writes files."""
+
 import datetime
 import os
 
@@ -17,11 +18,14 @@ def init_distributed(device_name):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         from utils.env import resolve_device
+
         return 0, 1, resolve_device(device_name)
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if device_name.startswith("cuda") and not use_cuda:
-        raise DeviceError(f"DEVICE = {device_name!r} but this machine has no usable CUDA device; set DEVICE cpu")
+        raise DeviceError(
+            f"DEVICE = {device_name!r} but this machine has no usable CUDA device; set DEVICE cpu"
+        )
     if use_cuda:
         torch.cuda.set_device(local_rank)
         torch.backends.cudnn.benchmark = True
@@ -49,7 +53,8 @@ def all_reduce_mean(value, device):
 
 
 def gather_dicts(local):
-    """Merges a dict from every rank (e.g. per-video scores of each rank's shard of the test videos)."""
+    """Merges a dict from every rank (e.g. per-video scores of each rank's shard of the test
+    videos)."""
     if not is_distributed():
         return dict(local)
     parts = [None] * dist.get_world_size()

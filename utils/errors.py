@@ -1,9 +1,9 @@
 """User mistakes: exceptions whose message names the thing (file, key, video, value) and the fix.
 
-Every tool ends on one of them with one line `error: <message>` and exit status 2 (utils/cli.py); any
-other exception is a bug and keeps its traceback. Each class also derives from the builtin a caller would
-catch (an InputError is a ValueError), so library code and tests can treat them as before.
-"""
+Every tool ends on one of them with one line `error: <message>` and exit status 2 (utils/cli.py);
+any other exception is a bug and keeps its traceback. Each class also derives from the builtin a
+caller would catch (an InputError is a ValueError), so library code and tests can treat them as
+before."""
 
 
 class UserError(Exception):
@@ -23,7 +23,8 @@ class ExistsError(UserError, FileExistsError):
 
 
 class MissingKeyError(UserError, KeyError):
-    """A video, key or entry that a file lacks (str() is the message, not KeyError's quoted repr)."""
+    """A video, key or entry that a file lacks (str() is the message, not KeyError's quoted
+    repr)."""
 
     def __str__(self):
         return str(self.args[0]) if self.args else ""

@@ -1,4 +1,6 @@
-"""Run logging: `log.txt` + console through `logging`, metrics to `metrics.jsonl` and tensorboard."""
+"""Run logging: `log.txt` + console through `logging`, metrics to `metrics.jsonl` and
+tensorboard."""
+
 import json
 import logging
 import math
@@ -36,7 +38,8 @@ def setup_logger(output_dir=None, name=LOGGER_NAME, rank=0):
 
 
 class MetricsWriter:
-    """Appends one JSON object per evaluation to `metrics.jsonl` and mirrors scalars to tensorboard."""
+    """Appends one JSON object per evaluation to `metrics.jsonl` and mirrors scalars to
+    tensorboard."""
 
     def __init__(self, output_dir, enabled=True):
         self.path = Path(output_dir) / "metrics.jsonl"
@@ -44,6 +47,7 @@ class MetricsWriter:
         self.tb = None
         if enabled:
             from tensorboardX import SummaryWriter  # imported here: only the writing rank needs it
+
             self.tb = SummaryWriter(str(Path(output_dir) / "tensorboard"))
 
     def write(self, record, step):
@@ -53,7 +57,11 @@ class MetricsWriter:
         with open(self.path, "a") as f:
             f.write(json.dumps(record, allow_nan=False) + "\n")
         for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            ):
                 self.tb.add_scalar(key, value, step)
         self.tb.flush()
 

@@ -1,4 +1,6 @@
-"""Stage-2 training pieces: optimizer, warm-up, backbone freezing, BatchNorm modes, gradient bookkeeping."""
+"""Stage-2 training pieces: optimizer, warm-up, backbone freezing, BatchNorm modes, gradient
+bookkeeping."""
+
 import hashlib
 
 import torch
@@ -10,8 +12,9 @@ def _adam(params, s2):
 
 
 def _nesterov_sgd(params, s2):
-    return torch.optim.SGD(params, lr=s2.LR, momentum=0.9, nesterov=True,
-                           weight_decay=s2.WEIGHT_DECAY)
+    return torch.optim.SGD(
+        params, lr=s2.LR, momentum=0.9, nesterov=True, weight_decay=s2.WEIGHT_DECAY
+    )
 
 
 # STAGE2.OPTIMIZER -> (parameters or groups, cfg.STAGE2) -> torch optimizer
@@ -21,26 +24,33 @@ COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune")
 
 
 def build_optimizer(cfg, model):
-    """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient (docs/REFERENCE.md §3.8)."""
+    """Adam (or Nesterov SGD) over all parameters; frozen ones simply have no gradient
+    (docs/REFERENCE.md §3.8)."""
     s2 = cfg.STAGE2
     params = model.parameters()
     if s2.NO_BIAS_DECAY:  # official UCF-C3D: decay only parameters named '*weight*'
         named = list(model.named_parameters())
-        params = [{"params": [p for n, p in named if "weight" in n]},
-                  {"params": [p for n, p in named if "weight" not in n], "weight_decay": 0.0}]
+        params = [
+            {"params": [p for n, p in named if "weight" in n]},
+            {"params": [p for n, p in named if "weight" not in n], "weight_decay": 0.0},
+        ]
     return OPTIMIZERS[s2.OPTIMIZER](params, s2)
 
 
 def maybe_compile(module, mode):
-    """-> torch.compile(module, mode=mode) for a STAGE2.COMPILE mode, the module itself for "" (off). The
-    compiled wrapper shares the module's parameters: checkpoints are written from the module, unchanged."""
+    """-> torch.compile(module, mode=mode) for a STAGE2.COMPILE mode, the module itself for ""
+    (off). The compiled wrapper shares the module's parameters: checkpoints are written from the
+    module, unchanged."""
     return torch.compile(module, mode=mode) if mode else module
 
 
 def warmup_schedule(optimizer, warmup_epochs):
-    """Per-epoch LambdaLR: x (epoch + 0.5) / warmup for the first epochs (0.1, 0.3, ... for 5), then x 1."""
+    """Per-epoch LambdaLR: x (epoch + 0.5) / warmup for the first epochs (0.1, 0.3, ... for 5), then
+    x 1."""
+
     def factor(epoch):
         return (epoch + 0.5) / warmup_epochs if epoch < warmup_epochs else 1.0
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -50,10 +60,11 @@ def set_backbone_trainable(model, trainable):
 
 
 def set_train_mode(model, backbone_bn_eval):
-    """model.train(), with the backbone's BatchNorm layers in eval mode (running statistics) if asked.
+    """model.train(), with the backbone's BatchNorm layers in eval mode (running statistics) if
+    asked.
 
-    Frozen backbones keep BN in eval mode, so neither their affine parameters nor their statistics change.
-    """
+    Frozen backbones keep BN in eval mode, so neither their affine parameters nor their statistics
+    change."""
     model.train()
     if backbone_bn_eval:
         for module in model.backbone.modules():
@@ -72,7 +83,8 @@ def restore_grads(model, grads):
 
 
 def average_grads_across_ranks(model):
-    """Averages accumulated (unsynchronised) gradients over ranks, so rank 0's copy stands for all."""
+    """Averages accumulated (unsynchronised) gradients over ranks, so rank 0's copy stands for
+    all."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
@@ -84,15 +96,15 @@ def average_grads_across_ranks(model):
 
 
 def sync_buffers(model):
-    """Makes every rank hold the same buffers: floating ones (BatchNorm running mean/var) become the mean
-    over ranks, the others (num_batches_tracked) rank 0's. Collective: every rank must call it.
+    """Makes every rank hold the same buffers: floating ones (BatchNorm running mean/var) become the
+    mean over ranks, the others (num_batches_tracked) rank 0's. Collective: every rank must call it.
 
-    DDP runs with broadcast_buffers=False, so each rank's running statistics are an exponential moving
-    average of its own batches' statistics; the average is linear, so averaging the ranks' EMAs (all from
-    the same start) equals the EMA of the rank-averaged batch statistics: every rank's data counts, for
-    two collectives per evaluation instead of a broadcast before every forward that keeps rank 0's only.
-    The mean is taken as rank 0's value + the mean difference from it, so buffers that already agree
-    (a frozen backbone, a second call) stay exactly as they are.
+    DDP runs with broadcast_buffers=False, so each rank's running statistics are an exponential
+    moving average of its own batches' statistics; the average is linear, so averaging the ranks'
+    EMAs (all from the same start) equals the EMA of the rank-averaged batch statistics: every
+    rank's data counts, for two collectives per evaluation instead of a broadcast before every
+    forward that keeps rank 0's only. The mean is taken as rank 0's value + the mean difference from
+    it, so buffers that already agree (a frozen backbone, a second call) stay exactly as they are.
     """
     import torch.distributed as dist
 
@@ -115,7 +127,8 @@ def sync_buffers(model):
 
 
 def weights_digest(model):
-    """-> {"parameters", "buffers"}: sha256 of each (bytes, in state-dict order); equal = identical."""
+    """-> {"parameters", "buffers"}: sha256 of each (bytes, in state-dict order); equal =
+    identical."""
     params = {id(p) for p in model.parameters()}
     digests = {"parameters": hashlib.sha256(), "buffers": hashlib.sha256()}
     for tensor in model.state_dict(keep_vars=True).values():
