@@ -46,7 +46,7 @@ Rows (per dataset x width; best of --repeats, the machine may be shared):
 (every
 --dims) and prints the test AUCs: the fast path learns what the official loop learns.
 The paths take turns in one process with utils.env.keep_large_blocks() applied
-(tools/train_stage1.py calls it), so the reference gains from it too; "reference, own process" then
+(engine/stage1.py calls it), so the reference gains from it too; "reference, own process" then
 times the reference again in a fresh process with glibc's default allocator, as the official program
 runs (--no-ref-process skips it).
 --rss runs tools/train_stage1.py (configs/ucf_crime/c3d_stage1.yaml: DATA.STORAGE lazy, 1 epoch = 20
