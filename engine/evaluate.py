@@ -99,7 +99,14 @@ def stage2_scores(cfg, model_cfg, videos, device, rank, world):
     # uint8 clips come out of normalise() channels-last: the model too (cudnn's fast path)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last_3d)
-    scores = score_videos_on_frames(
+    return score_frames(cfg, model, frames, videos, transform, device, rank, world), frames
+
+
+def score_frames(cfg, model, frames, videos, transform, device, rank=0, world=1):
+    """-> {video: clip scores} of a stage-2 model on `videos` with TEST.BATCH_SIZE, DATA.NUM_WORKERS
+    and STAGE2.AMP (under torchrun every rank scores its share; the result is whole on every
+    rank)."""
+    return score_videos_on_frames(
         model,
         frames,
         [v.name for v in videos],
@@ -111,7 +118,6 @@ def stage2_scores(cfg, model_cfg, videos, device, rank, world):
         rank,
         world,
     )
-    return scores, frames
 
 
 def checkpoint_scores(cfg, videos, rank, world, device):

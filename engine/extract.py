@@ -45,6 +45,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -332,7 +333,6 @@ def _extract(
 ):
     start = time.time()
     encoder, backbone = build_encoder(kind, weights, cfg)
-    encoder = encoder.to(device)
     transform = make_transform(cfg, backbone, crops)
     view = tuple(transform(np.zeros((16, 240, 320, 3), np.uint8)).shape)
     amp = inference_amp(cfg.INFER.AMP, device)
@@ -352,26 +352,27 @@ def _extract(
     )
     new = [Path(out)] + missing_dirs(out) if not Path(out).exists() else []
     finished = prepare_output(out, fmt, config, backbone, force, rank)
+    job = SimpleNamespace(
+        out=out,
+        fmt=fmt,
+        kind=kind,
+        backbone=backbone,
+        config=config,
+        encoder=encoder.to(device),
+        transform=transform,
+        view=view,
+        amp=amp,
+        frames=frames,
+        finished=finished,
+        cfg=cfg,
+        progress=progress,
+        rank=rank,
+        world=world,
+        device=device,
+        start=start,
+    )
     try:
-        return _extract_videos(
-            out,
-            fmt,
-            kind,
-            backbone,
-            config,
-            encoder,
-            transform,
-            view,
-            amp,
-            frames,
-            finished,
-            cfg,
-            progress,
-            rank,
-            world,
-            device,
-            start,
-        )
+        return _extract_videos(job)
     except BaseException:
         # an output this call created, still without a finished video
         if rank == 0 and world == 1 and new:
@@ -394,69 +395,64 @@ def _remove_if_unfinished(out, fmt, backbone, new):
     remove_empty_dirs(new[1:])
 
 
-def _extract_videos(
-    out,
-    fmt,
-    kind,
-    backbone,
-    config,
-    encoder,
-    transform,
-    view,
-    amp,
-    frames,
-    finished,
-    cfg,
-    progress,
-    rank,
-    world,
-    device,
-    start,
-):
+def _extract_videos(job):
+    """Encodes this rank's share of the unfinished videos of `job` (what _extract set up), merges
+    the ranks' outputs -> the summary."""
+    frames, rank, world = job.frames, job.rank, job.world
     # the same list on every rank: the unfinished videos in name order, every world-th one for this
     # rank
-    todo, short = split_short(frames, [n for n in frames.names if n not in finished][rank::world])
-    done = sum(n in finished for n in frames.names)
+    unfinished = [n for n in frames.names if n not in job.finished]
+    todo, short = split_short(frames, unfinished[rank::world])
+    done = len(frames.names) - len(unfinished)
     logger.info(
         "%s encoder (%s, %d-d, %d crop(s), input %s, amp %s) on %s x %d: %d videos to extract, %d "
         "already done",
-        kind,
-        backbone,
-        encoder.dim,
-        config["crops"],
-        view[-4:],
-        amp,
-        device,
+        job.kind,
+        job.backbone,
+        job.encoder.dim,
+        job.config["crops"],
+        job.view[-4:],
+        job.amp,
+        job.device,
         world,
-        len(frames.names) - done,
+        len(unfinished),
         done,
     )
-    writer = rank_writer(out, fmt, config, backbone, rank, world)
+    writer = rank_writer(job.out, job.fmt, job.config, job.backbone, rank, world)
     clips = run_encoder(
-        encoder, frames, todo, transform, writer, cfg, device, amp, progress and rank == 0
+        job.encoder,
+        frames,
+        todo,
+        job.transform,
+        writer,
+        job.cfg,
+        job.device,
+        job.amp,
+        job.progress and rank == 0,
     )
     ranks = gather_dicts({rank: (len(todo), clips, short)})
     ranks = [ranks[r] for r in range(world)]
-    if rank == 0 and world > 1 and fmt == "npy":  # every rank is done
-        NpyWriter(out, backbone).write_list()
+    # every rank is done: rank 0 writes the list / merges the parts
+    if rank == 0 and world > 1 and job.fmt == "npy":
+        NpyWriter(job.out, job.backbone).write_list()
     elif rank == 0 and world > 1:
-        merge_parts(H5Writer(out, config), config)
+        merge_parts(H5Writer(job.out, job.config), job.config)
     short = sorted(n for r in ranks for n in r[2])
     if short:
         logger.warning(
             "%d video(s) have fewer than 16 frames and get no features: %s", len(short), short[:5]
         )
     return {
-        "out": str(Path(out) / "features.list" if fmt == "npy" else out),
-        "dim": encoder.dim,
-        "crops": config["crops"],
+        "out": str(Path(job.out) / "features.list" if job.fmt == "npy" else job.out),
+        "dim": job.encoder.dim,
+        "crops": job.config["crops"],
         "videos_written": sum(r[0] for r in ranks),
         "videos_already_done": done,
         "too_short": short,
         "clips": sum(r[1] for r in ranks),
         "clips_per_rank": [r[1] for r in ranks],
         "world_size": world,
-        "seconds": round(time.time() - start, 2),
+        "seconds": round(time.time() - job.start, 2),
     }
 
 

@@ -31,6 +31,7 @@ from datasets.build import (
 from datasets.device_augment import DeviceAugment, JpegClips, collate_jpeg_clips
 from datasets.samplers import PairedBatchSampler, rank_share
 from datasets.transforms import normalise
+from engine.evaluate import score_frames
 from engine.fit import SELECTION_NOTE, fit
 from models.build import build_model
 from models.losses import mist_loss
@@ -43,7 +44,7 @@ from utils.env import use_deterministic
 from utils.evaluation import evaluate
 from utils.logger import setup_logger
 from utils.run import FINISHED_MARKER, restore_model
-from utils.video_scoring import autocast, score_videos_on_frames
+from utils.video_scoring import autocast
 
 logger = logging.getLogger("mist")
 
@@ -224,22 +225,6 @@ def train_one_epoch(trainer, loader, epoch, show):
     return out
 
 
-def score_model(cfg, model, frames, videos, transform, device, rank, world):
-    """-> {video: clip scores} of `videos` (all ranks share the scoring)."""
-    return score_videos_on_frames(
-        model,
-        frames,
-        [v.name for v in videos],
-        transform,
-        device,
-        cfg.TEST.BATCH_SIZE,
-        cfg.DATA.NUM_WORKERS,
-        cfg.STAGE2.AMP,
-        rank,
-        world,
-    )
-
-
 def build_loader(cfg, dataset, rank, world):
     """The training DataLoader. Its own generator (not the global RNG, which drives dropout) draws
     the workers' base seed, so starting the workers again on resume does not shift dropout."""
@@ -349,7 +334,7 @@ class Stage2Task:
         return losses
 
     def scores(self, videos):
-        return score_model(
+        return score_frames(
             self.cfg,
             self.model,
             self.frames,
