@@ -1,20 +1,18 @@
-"""Stage-2 clip transforms with OpenCV: uint8 BGR frames (T, H, W, 3) -> float32 tensors (3, T, h,
-w).
+"""Stage-2 clip transforms with OpenCV: uint8 BGR frames (T, H, W, 3) -> float32 tensors
+(3, T, h, w).
 
 Official values (docs/REFERENCE.md §3.6 train, §4.1 test, §4.5 10-crop); all resizes are cv2
 bilinear:
 
-| net | colour | train                                              | test
-| normalise     |
-|-----|--------|----------------------------------------------------|---------------------------------|---------------|
-| i3d | RGB    | resize 256x340, MultiScaleCrop 224, flip           | resize 240x320 (SHT) or
-               256x340 | (x - 128)/128 |
-| c3d | BGR    | resize 128x171, MultiScaleCrop 112, flip, gray 0.1 | resize 128x171, centre crop
-               112 | x - BGR mean  |
+| net | colour | train                                  | test                        | normalise     |
+|-----|--------|----------------------------------------|-----------------------------|---------------|
+| i3d | RGB    | 256x340, MultiScaleCrop 224, flip      | 240x320 (SHT) or 256x340    | (x - 128)/128 |
+| c3d | BGR    | 128x171, MultiScaleCrop 112, flip,     | 128x171, centre crop 112    | x - BGR mean  |
+|     |        | gray 0.1                               |                             |               |
 
-A training clip gets ONE draw of the random parameters, shared by its frames, from the numpy
-Generator passed in (no global or torch RNG). `size=((H, W), crop)` replaces the resize and crop
-sizes (demo frames)."""
+(train and test sizes are resizes to H x W.) A training clip gets ONE draw of the random
+parameters, shared by its frames, from the numpy Generator passed in (no global or torch RNG).
+`size=((H, W), crop)` replaces the resize and crop sizes (demo frames)."""
 
 import copy
 import math
