@@ -2,15 +2,15 @@
 
 `read_split(path, dataset)` detects the format from the file's first line:
 
-| format         | line                                  | source                                   |
-|----------------|---------------------------------------|------------------------------------------|
-| sht_train      | `01_0014,1`  (name,label)             | MIST `SH_Train_new.txt`                  |
-| sht_test       | `01_0015,1,-1`  (name,label,frames)   | MIST `SH_Test_NEW.txt` (-1: mask length) |
-| ucf_annotation | `Abuse028_x264.mp4 Abuse s1 e1 s2 e2` | UCF `Temporal_Anomaly_Annotation_New.txt`|
-|                | `frames`                              |                                          |
-| video_paths    | `Abuse/Abuse001_x264.mp4`             | UCF `Anomaly_Train.txt`                  |
-| feature_list   | `01_0014_i3d.npy`,                    | RTFM / XD feature lists (`__k` = crop)   |
-|                | `..._label_A__3.npy`                  |                                          |
+| format         | line                                  | source                                  |
+|----------------|---------------------------------------|-----------------------------------------|
+| sht_train      | `01_0014,1`  (name,label)             | MIST `SH_Train_new.txt`                 |
+| sht_test       | `01_0015,1,-1`  (name,label,frames)   | MIST `SH_Test_NEW.txt` (-1: mask len.)  |
+| ucf_annotation | `Abuse028_x264.mp4 Abuse s1 e1 s2 e2` | UCF `Temporal_Anomaly_Annotation_New`   |
+|                | `frames`                              |                                         |
+| video_paths    | `Abuse/Abuse001_x264.mp4`             | UCF `Anomaly_Train.txt`                 |
+| feature_list   | `01_0014_i3d.npy`,                    | RTFM / XD feature lists (`__k` = crop)  |
+|                | `..._label_A__3.npy`                  |                                         |
 
 Every video is returned once, in file order, with a canonical name (no extension, feature suffix or
 crop)."""

@@ -4,11 +4,11 @@
 Official values (docs/REFERENCE.md §3.6 train, §4.1 test, §4.5 10-crop); all resizes are cv2
 bilinear:
 
-| net | colour | train                                  | test                        | normalise     |
-|-----|--------|----------------------------------------|-----------------------------|---------------|
-| i3d | RGB    | 256x340, MultiScaleCrop 224, flip      | 240x320 (SHT) or 256x340    | (x - 128)/128 |
-| c3d | BGR    | 128x171, MultiScaleCrop 112, flip,     | 128x171, centre crop 112    | x - BGR mean  |
-|     |        | gray 0.1                               |                             |               |
+| net | colour | train                               | test                        | normalise     |
+|-----|--------|-------------------------------------|-----------------------------|---------------|
+| i3d | RGB    | 256x340, MultiScaleCrop 224, flip   | 240x320 (SHT) or 256x340    | (x - 128)/128 |
+| c3d | BGR    | 128x171, MultiScaleCrop 112, flip,  | 128x171, centre crop 112    | x - BGR mean  |
+|     |        | gray 0.1                            |                             |               |
 
 (train and test sizes are resizes to H x W.) A training clip gets ONE draw of the random
 parameters, shared by its frames, from the numpy Generator passed in (no global or torch RNG).
