@@ -8,9 +8,9 @@ checkpoints and the authors' MIST checkpoints load without renaming the backbone
 Padding (why this is not plain TF-SAME): hassony2 pads each spatial axis by a fixed max(k - s, 0),
 split top = pad // 2, bottom = the rest, and its max-pools use ceil_mode. That equals TF-SAME
 whenever the input size is divisible by the stride (224x224, 240x320) but aligns the pooling windows
-differently when it is not (width 85 at `maxPool3d_3a_3x3` for 256x340 input; golden README §2.7).
-Time is padded TF-SAME from T mod stride, as MIST does. The 256x340 golden vectors pin this
-behaviour down."""
+differently when it is not (width 85 at `maxPool3d_3a_3x3` for 256x340 input;
+tests/golden/README.md §2.7). Time is padded TF-SAME from T mod stride, as MIST does. The 256x340
+golden vectors pin this behaviour down."""
 
 from collections import OrderedDict
 from functools import partial

@@ -35,7 +35,7 @@ log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" log
 FORMATS = ("official_mist", "mist", "hassony2_i3d", "piergiaj_i3d", "davidea_c3d", "bare_c3d")
 CLASSIFIER = re.compile(r"^(conv3d_0c_1x1|logits|fc[678])\.")
 # official SGA module names (inside the module) -> ours; the full models add a `Conv_Atten.` prefix
-# (golden README §4.4)
+# (tests/golden/README.md §4.4)
 OFFICIAL_SGA_NAMES = {
     "Conv_Atten.0": "conv_atten",
     "Att_1.0": "att_1",
@@ -165,7 +165,7 @@ def official_key(key):
 
 def to_official_state_dict(state_dict, backbone):
     """Our MIST state dict -> official keys in the official order: I3D backbone, Conv_Atten,
-    Regressor; C3D backbone, Regressor, Conv_Atten (golden README §4.5)."""
+    Regressor; C3D backbone, Regressor, Conv_Atten (tests/golden/README.md §4.5)."""
     rank = (
         {"backbone": 0, "sga": 1, "head": 2}
         if backbone == "i3d"

@@ -1,5 +1,4 @@
-"""Rebuilds the golden vectors' official weights and inputs (tests/golden/README rule, golden README
-§1).
+"""Rebuilds the golden vectors' official weights and inputs (tests/golden/README.md §1).
 
 Weights: for the i-th entry of the *official* state_dict (official key order, num_batches_tracked
 included), rng = RandomState(1000 + i) draws running_var U(0.5, 1.5), running_mean N(0, 0.1), BN
@@ -94,7 +93,8 @@ def check_input(x, ref, name):
 
 
 def assert_golden(ours, ref, name):
-    """max|ours - ref| <= 1e-5 * max(1, max|ref|) (golden README §3); ref is the `_f64` array."""
+    """max|ours - ref| <= 1e-5 * max(1, max|ref|) (tests/golden/README.md §3); ref is the `_f64`
+    array."""
     ours = (
         ours.detach().double().numpy()
         if torch.is_tensor(ours)

@@ -1,4 +1,4 @@
-"""Every citation of the project's reference points at a section of docs/REFERENCE.md.
+"""Every citation of the project's reference and of the golden vectors' README points at a section.
 
 The rule, kept simple:
 - No text file of the repository may name the old out-of-tree reference (MIST_ + REFERENCE).
@@ -7,8 +7,13 @@ The rule, kept simple:
   when it
   stands in a line that mentions `REFERENCE.md`, or in a Python docstring that does, or anywhere in
   docs/REFERENCE.md itself. Such a citation must be a heading of docs/REFERENCE.md.
-- A `§` written right after another document's name (`golden README §2.7`, `issue 3 §7`) cites that
-  document and is not checked.
+- A `§` written right after another document's name (`tests/golden/README.md §2.7`, `issue 3 §7`)
+  cites that document, not docs/REFERENCE.md.
+- tests/golden/README.md has numbered headings the same way. A `§N`, `§N.M` or range written right
+  after `tests/golden/README.md`, or anywhere in tests/golden/README.md itself, cites it and must
+  be one of its headings.
+- No text file may cite the vectors' README kept outside the repository (its old name `golden` +
+  ` README`, or a path into `..` + `/shared`).
 """
 
 import ast
@@ -17,14 +22,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "REFERENCE.md"
+GOLDEN_README = ROOT / "tests" / "golden" / "README.md"
 OLD_NAME = "MIST_" + "REFERENCE"
+OUT_OF_TREE = ("golden" + " README", ".." + "/shared")  # split so this file does not match itself
 SUFFIXES = {".py", ".md", ".yaml", ".yml", ".txt", ".sh", ".toml", ".cfg", ".ini", ".cff", ".json"}
 SKIP_DIRS = {"output", "features", "__pycache__"}
 
 HEADING = re.compile(r"^#{2,3}\s+(\d+(?:\.\d+)?)\.?\s")
 CITATION = re.compile(r"§\s?(\d+(?:\.\d+)?)(?:\s*[-–]\s*§?(\d+(?:\.\d+)?))?")
-OTHER_DOCUMENT = re.compile(r"(README|issue\s+\d+)\s*$", re.IGNORECASE)
+OTHER_DOCUMENT = re.compile(r"(README(\.md)?|issue\s+\d+)\s*$", re.IGNORECASE)
 MENTIONS_REFERENCE = re.compile(r"REFERENCE\.md")
+GOLDEN_CITATION = re.compile(r"tests/golden/README\.md\s+" + CITATION.pattern)
 
 
 def _text_files():
@@ -37,14 +45,14 @@ def _text_files():
             yield path
 
 
-def _headings():
-    """docs/REFERENCE.md -> list of heading numbers, in order ('1', '1.1', ...)."""
-    lines = REFERENCE.read_text(encoding="utf-8").splitlines()
+def _headings(document=REFERENCE):
+    """docs/REFERENCE.md (or another document) -> list of heading numbers, in order ('1', '1.1')."""
+    lines = document.read_text(encoding="utf-8").splitlines()
     return [m.group(1) for m in map(HEADING.match, lines) if m]
 
 
 def cited_sections(text):
-    """'see §1.2-1.5 and golden README §2.7' -> ['1.2', '1.5']: the cited numbers, other documents
+    """'see §1.2-1.5 and issue 3 §7' -> ['1.2', '1.5']: the cited numbers, other documents
     skipped."""
     cited = []
     for m in CITATION.finditer(text):
@@ -81,8 +89,19 @@ def _citations(path):
     )
 
 
+def _golden_citations(path):
+    """path -> [(line number, section)] of the citations of tests/golden/README.md it holds."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path == GOLDEN_README:
+        found = [(m.start(), n) for m in CITATION.finditer(text) for n in m.groups() if n]
+    else:
+        found = [(m.start(), n) for m in GOLDEN_CITATION.finditer(text) for n in m.groups() if n]
+    return sorted({(text.count("\n", 0, start) + 1, n) for start, n in found})
+
+
 def test_cited_sections_parser():
-    assert cited_sections("docs/REFERENCE.md §3.1-3.4, golden README §2.6-2.8") == ["3.1", "3.4"]
+    text = "docs/REFERENCE.md §3.1-3.4, tests/golden/README.md §2.6-2.8"
+    assert cited_sections(text) == ["3.1", "3.4"]
     assert cited_sections("(§1.3-§1.7), §10. and issue 3 §7") == ["1.3", "1.7", "10"]
 
 
@@ -108,3 +127,35 @@ def test_every_cited_section_exists():
     assert len(cited) > 50, "the citation scan found almost nothing: is the rule still matching?"
     missing = [f"{p.relative_to(ROOT)}:{line} §{n}" for p, line, n in cited if n not in headings]
     assert not missing, f"citations of sections docs/REFERENCE.md does not have: {missing}"
+
+
+def test_golden_citation_parser():
+    text = (
+        "docs/REFERENCE.md §3.1, tests/golden/README.md §2.6-2.8 and\n    tests/golden/README.md §4"
+    )
+    found = [n for m in GOLDEN_CITATION.finditer(text) for n in m.groups() if n]
+    assert found == ["2.6", "2.8", "4"]
+
+
+def test_golden_readme_headings_are_numbered_once():
+    numbers = _headings(GOLDEN_README)
+    assert {"0", "1", "2.1", "2.9", "3", "4.1", "4.7"} <= set(numbers), numbers
+    assert len(numbers) == len(set(numbers)), f"duplicate headings: {sorted(numbers)}"
+
+
+def test_no_file_cites_the_out_of_tree_golden_readme():
+    offenders = [
+        f"{p.relative_to(ROOT)}:{i}"
+        for p in _text_files()
+        for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if any(old.lower() in line.lower() for old in OUT_OF_TREE)
+    ]
+    assert not offenders, f"cite tests/golden/README.md instead: {offenders}"
+
+
+def test_every_cited_golden_section_exists():
+    headings = set(_headings(GOLDEN_README))
+    cited = [(p, line, n) for p in _text_files() for line, n in _golden_citations(p)]
+    assert len(cited) > 10, "the golden citation scan found almost nothing: is the rule matching?"
+    missing = [f"{p.relative_to(ROOT)}:{line} §{n}" for p, line, n in cited if n not in headings]
+    assert not missing, f"citations of sections tests/golden/README.md does not have: {missing}"

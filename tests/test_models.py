@@ -1,5 +1,5 @@
-"""Stage-2 models against the official golden vectors (docs/REFERENCE.md §3.1-3.4, golden README
-§2.6-2.8).
+"""Stage-2 models against the official golden vectors (docs/REFERENCE.md §3.1-3.4,
+tests/golden/README.md §2.6-2.8).
 
 Official weights are rebuilt with the golden rule (tests/golden_weights.py), renamed by our mapping
 (models/weights.py) and loaded strictly, so every test also proves the key mapping.
@@ -24,7 +24,7 @@ from tests.golden_weights import (
     sga_input,
 )
 
-torch.backends.cuda.matmul.allow_tf32 = False  # golden README §3; no-ops on the CPU
+torch.backends.cuda.matmul.allow_tf32 = False  # tests/golden/README.md §3; no-ops on the CPU
 torch.backends.cudnn.allow_tf32 = False
 
 
@@ -205,8 +205,9 @@ def test_width_multiplier(cls, width, c5, c4):
 
 
 def test_hassony2_padding_differs_from_tf_same_on_odd_sizes():
-    """Width 85 with a 3/2 max-pool: hassony2 pads (0, 1) where TF-SAME pads (1, 1) (golden README
-    §2.7); time follows TF-SAME from T mod stride (7 steps, kernel 3, stride 2 -> 1 + 1)."""
+    """Width 85 with a 3/2 max-pool: hassony2 pads (0, 1) where TF-SAME pads (1, 1)
+    (tests/golden/README.md §2.7); time follows TF-SAME from T mod stride (7 steps, kernel 3,
+    stride 2 -> 1 + 1)."""
     assert same_padding((1, 3, 3), (1, 2, 2), 8) == (0, 1, 0, 1, 0, 0)
     assert same_padding((3, 3, 3), (2, 2, 2), 7) == (0, 1, 0, 1, 1, 1)
     assert same_padding((3, 3, 3), (2, 2, 2), 8) == (0, 1, 0, 1, 0, 1)

@@ -35,7 +35,8 @@ def test_uniform_sampling_matches_official(case):
 
 
 def _official_rule_weights(in_dim):
-    """Golden weight rule (golden README §1) over the official Simple_Regressor state_dict order."""
+    """Golden weight rule (tests/golden/README.md §1) over the official Simple_Regressor
+    state_dict order."""
     model = MILGenerator(in_dim)
     state = {}
     for i, (key, value) in enumerate(model.state_dict().items()):

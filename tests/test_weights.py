@@ -34,7 +34,8 @@ PIERGIAJ_PAIRS = manifest("pretrained_key_mapping")[
 DAVIDEA_KEY_MAP = manifest("pretrained_key_mapping")[
     "load_c3d_pretrained_model(C3DBackbone) <- DavideA C3D state_dict"
 ]["key_map"]
-OFFICIAL_HEADS = {  # official full-model key -> ours (golden README §4.4: Conv_Atten.Conv_Atten.0)
+# official full-model key -> ours (tests/golden/README.md §4.4: Conv_Atten.Conv_Atten.0)
+OFFICIAL_HEADS = {
     "Conv_Atten.Conv_Atten.0.weight": "sga.conv_atten.weight",
     "Conv_Atten.Conv_Atten.0.bias": "sga.conv_atten.bias",
     "Conv_Atten.Att_1.0.weight": "sga.att_1.weight",
@@ -136,8 +137,8 @@ def test_davidea_c3d_loads_conv1_conv2_too(mist_c3d, tmp_path):
     ckpt = dummy("DavideA_C3D")
     report = load_weights(mist_c3d, save(ckpt, tmp_path / "c3d.pickle"))
     assert (report.format, report.backbone) == ("davidea_c3d", "c3d")
-    # conv3a..conv5b as the official loader pairs them; conv1/conv2 it skips (golden README §4.7),
-    # we load
+    # conv3a..conv5b as the official loader pairs them; conv1/conv2 it skips
+    # (tests/golden/README.md §4.7), we load
     pairs = {ckpt_key: "backbone." + ours for ours, ckpt_key in DAVIDEA_KEY_MAP if ckpt_key}
     pairs.update(
         {
