@@ -44,7 +44,7 @@ import logging
 import time
 
 import numpy as np
-from tqdm import tqdm
+from utils.progress import bar as progress_bar
 
 from datasets.features import write_h5_features
 from utils.errors import InputError
@@ -165,7 +165,7 @@ def extract_all(frame_source, names, out_h5, progress=True):
     names = list(names)
     features = {
         name: extract_video_features(frame_source, name)
-        for name in tqdm(names, desc="demo features", unit="video", disable=not progress)
+        for name in progress_bar(names, progress, desc="demo features", unit="video")
     }
     write_h5_features(out_h5, features)
     rows = np.concatenate(list(features.values()))

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm import tqdm
+from utils.progress import bar as progress_bar
 
 from datasets.build import test_transform
 from datasets.frames import open_frames
@@ -491,11 +491,11 @@ def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, prog
         num_workers=cfg.DATA.NUM_WORKERS,
         pin_memory=device.type == "cuda",
     )
-    bar = tqdm(
+    bar = progress_bar(
         total=sum(counts.values()),
         unit="clip",
         desc="features",
-        disable=not progress,
+        enabled=progress,
         dynamic_ncols=True,
     )
     for video_idx, first, clips in loader:

@@ -23,7 +23,7 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from utils.progress import bar as progress_bar
 
 from utils import distributed as dist
 from utils.checkpoint import save_checkpoint
@@ -136,13 +136,13 @@ def fit(task, resume=False):
     log.info("%s", task.describe())
     writer = MetricsWriter(cfg.OUTPUT_DIR, enabled=rank == 0)
     checkpoints = Path(cfg.OUTPUT_DIR) / "checkpoints"
-    bar = tqdm(
+    bar = progress_bar(
         range(start, task.epochs),
         initial=start,
         total=task.epochs,
         desc=task.kind,
         dynamic_ncols=True,
-        disable=not task.epoch_bar or rank != 0,
+        enabled=task.epoch_bar and rank == 0,
     )
     for epoch in bar:
         losses = task.train_epoch(epoch)

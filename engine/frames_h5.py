@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import h5py
 import numpy as np
-from tqdm import tqdm
+from utils.progress import bar as progress_bar
 
 from datasets.frames import SEGMENT_LEN, encode_frame, frame_key, parse_frame_key
 from utils.checkpoint import missing_dirs, remove_empty_dirs
@@ -184,11 +184,11 @@ def _write(paths, work, job, workers, progress, segment_len):
         "count_mismatch": [],
     }
     with h5py.File(work, "a") as f, _results(paths, job, workers) as results:
-        bar = tqdm(zip(paths, results), total=len(paths), unit="video", disable=not progress)
+        bar = progress_bar(zip(paths, results), progress, total=len(paths), unit="video")
         for path, res in bar:
             if "skip" in res:
                 report["skipped"].append({"video": str(path), "reason": res["skip"]})
-                (bar.write if progress else logger.warning)(f"skipped {path}: {res['skip']}")
+                (logger.warning if bar.disable else bar.write)(f"skipped {path}: {res['skip']}")
                 bar.set_postfix(skipped=len(report["skipped"]))
                 continue
             _commit(f, video_name(path), res["segments"])

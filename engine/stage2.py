@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
+from utils.progress import bar as progress_bar
 
 from datasets.build import (
     check_device_augment,
@@ -199,8 +199,8 @@ def train_one_epoch(trainer, loader, epoch, show):
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     start = time.perf_counter()
-    for clips, labels in tqdm(
-        loader, desc=f"epoch {epoch + 1}", leave=False, disable=not show, dynamic_ncols=True
+    for clips, labels in progress_bar(
+        loader, show, desc=f"epoch {epoch + 1}", leave=False, dynamic_ncols=True
     ):
         for key, value in trainer.step(clips, labels).items():  # .item() waits for the device
             totals[key] = totals.get(key, 0.0) + value / len(loader)
