@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from datasets.build import test_transform
-from models.loading import inference_amp, load_mist
+from models.loading import inference_amp, load_mist, stage1_refusal
 from models.mist import anomaly_score
 from utils.alarms import AlarmTracker, min_duration_frames
 from utils.calibration import select_threshold
@@ -116,6 +116,13 @@ def load_export(path, device):
             "missing; it tells how to preprocess frames for this exported model"
         )
     meta = json.loads(meta_path.read_text())
+    if meta.get("kind") == "stage1":
+        raise stage1_refusal(
+            path,
+            "online inference (tools/infer.py)",
+            what="an export of a stage-1 generator",
+            checkpoint="<the stage-1 checkpoint it was exported from>",
+        )
     if meta.get("kind") != "stage2":
         raise InputError(
             f"{path} is an export of a {meta.get('kind')} model; infer.py runs "
@@ -137,7 +144,7 @@ def load_scorer(path, cfg, device):
         )
     if path.suffix.lower() == ".onnx" or is_torchscript(path):
         return load_export(path, device)
-    model, model_cfg = load_mist(path, cfg)
+    model, model_cfg = load_mist(path, cfg, needs="online inference (tools/infer.py)")
     settings = {
         "backbone": model_cfg.MODEL.BACKBONE,
         "dataset": cfg.DATA.DATASET,

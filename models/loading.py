@@ -13,10 +13,26 @@ from utils.checkpoint import read_checkpoint
 from utils.errors import InputError
 
 
-def load_mist(path, cfg):
+def stage1_refusal(path, needs, what="a stage-1 checkpoint", checkpoint=None):
+    """-> the InputError for a stage-1 generator given where a MIST model is needed.
+
+    needs: what needs the MIST model (e.g. "online inference (tools/infer.py)"); what: what `path`
+    is; checkpoint: the stage-1 checkpoint to test instead (default `path`)."""
+    return InputError(
+        f"{path} is {what} (the MIL generator, which scores pre-extracted clip features), but "
+        f"{needs} needs a stage-2 MIST model, which scores video frames: a checkpoints/*.pth of "
+        "tools/train_stage2.py, the authors' MIST checkpoint, or a tools/export.py file of one "
+        "(.onnx / .pt). To score features with this generator, run tools/test.py --cfg <its "
+        f"config> TEST.CHECKPOINT {checkpoint or path} DATA.FEATURES <feature file>"
+    )
+
+
+def load_mist(path, cfg, needs="this tool"):
     """MIST checkpoint (any layout of models/weights.py) -> (MIST in eval mode, config it was built
-    from)."""
-    _, saved = read_checkpoint(path)
+    from). A stage-1 checkpoint is refused (stage1_refusal, naming `needs`)."""
+    state, saved = read_checkpoint(path)
+    if isinstance(state, dict) and state.get("kind") == "stage1":
+        raise stage1_refusal(path, needs)
     model_cfg = cfg if saved is None else saved
     model = build_model(model_cfg)
     load_weights(model, path)

@@ -362,3 +362,46 @@ def test_scoring_with_uint8_clips_normalised_on_the_device_gives_the_same_scores
     assert transform.normalise and not transform.uint8().normalise
     # the uint8 run normalised its clips after the loader
     assert calls and set(calls) == {torch.uint8}
+
+
+def _stage1_message(path, what="a stage-1 checkpoint", checkpoint=None):
+    return (
+        f"{path} is {what} (the MIL generator, which scores pre-extracted clip features), but "
+        "online inference (tools/infer.py) needs a stage-2 MIST model, which scores video frames: "
+        "a checkpoints/*.pth of tools/train_stage2.py, the authors' MIST checkpoint, or a "
+        "tools/export.py file of one (.onnx / .pt). To score features with this generator, run "
+        f"tools/test.py --cfg <its config> TEST.CHECKPOINT {checkpoint or path} DATA.FEATURES "
+        "<feature file>"
+    )
+
+
+def test_a_stage1_checkpoint_is_refused_with_what_runs_it(tmp_path):
+    from configs.defaults import get_cfg_defaults
+    from models.build import build_generator
+    from utils.checkpoint import save_checkpoint
+
+    cfg = get_cfg_defaults()
+    path = tmp_path / "last.pth"
+    save_checkpoint(path, kind="stage1", model=build_generator(cfg).state_dict(), cfg=cfg.dump())
+    with pytest.raises(UserError) as err:
+        run_tool("infer", [str(REAL), "--model", str(path), "--out", str(tmp_path / "o")])
+    # was "unrecognised checkpoint layout (first keys [...])"
+    assert str(err.value) == _stage1_message(path)
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_export_of_a_stage1_generator_is_refused_with_what_runs_it(tmp_path):
+    import zipfile
+
+    path = tmp_path / "generator.pt"
+    # what is_torchscript recognises (a zip holding code/); it is refused before being loaded
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("generator/code/__torch__.py", "")
+    path.with_suffix(".json").write_text(json.dumps({"kind": "stage1"}))
+    with pytest.raises(UserError) as err:
+        infer.load_scorer(path, None, torch.device("cpu"))
+    assert str(err.value) == _stage1_message(
+        path,
+        what="an export of a stage-1 generator",
+        checkpoint="<the stage-1 checkpoint it was exported from>",
+    )
