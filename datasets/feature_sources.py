@@ -1,11 +1,32 @@
-"""Readers behind FeatureStore: the official h5 and RTFM-style list layouts, and canonical video
-names."""
+"""Readers behind FeatureStore: the official h5, RTFM-style list and Sultani 32-segment text
+layouts, canonical video names, and how Sultani's segment scores map to clips and frames.
+
+Sultani et al.'s release (AnomalyDetectionCVPR2018, `Save_C3DFeatures_32Segments.m`) ships one text
+file per video, '<video>_C.txt': 32 lines (segments) of 4096 space-separated floats. C3D fc6 was
+computed for every 16-frame clip (n clips for the video); with b = round(linspace(1, n, 33))
+(1-based, MATLAB rounding), segment i is the mean of clips b_i .. b_{i+1}-1, or clip b_i alone when
+that range is empty, divided by its L2 norm. The rows ARE the segments: a reader of this layout
+exposes 32 rows per video (`segments` = 32), not one row per clip.
+
+Their `Evaluate_Anomaly_Detector.m` gives segment i's score to frames (b_i - 1)*16 + 1 ..
+(b_{i+1} - 1)*16 (1-based; the 16 frames of clip b_i for an empty range), segment after segment,
+so a later segment overwrites an earlier one where they share a clip. 0-based, with
+(start, stop) = datasets.segments.segment_bounds(n): segment i covers clips [start_i, stop_i) =
+frames [16*start_i, 16*stop_i). NOT floor(i*n/32): the boundaries are rounded from linspace(0, n-1,
+33). The last clip, n-1, lies in no segment's range unless the last range is empty; their code
+leaves its 16 frames (and the frames past 16*n it pads) at score 0, a bug: here it takes segment
+31's score. `segment_of_clips` is that mapping; `segment_scores_to_clips` turns 32 segment scores
+into one score per 16-frame clip, which utils.evaluation scores as any clip scores (the frames past
+16*n are not scored, the MIST protocol's rule). The text files do not store n: it is the video's
+frame count // 16, the clips C3D's default settings extract."""
 
 import os
 import re
 
 import h5py
 import numpy as np
+
+from datasets.segments import segment_bounds
 from utils.errors import InputError, MissingKeyError, NotFoundError
 
 _EPS = 1e-12  # as torch.nn.functional.normalize: a zero row stays zero instead of 0/0 = NaN
@@ -13,6 +34,9 @@ _EXTENSIONS = (".npy", ".h5", ".hdf5", ".mp4", ".avi")
 _CROP_SUFFIX = re.compile(r"__(\d+)$")
 _FEATURE_SUFFIX = re.compile(r"_(?:i3d|c3d)$", re.IGNORECASE)
 _SHOWN = 5  # missing names / files listed in an error message before "... and N more"
+SEGMENTS = 32  # rows of a Sultani feature file: its video's 32 segments
+# Save_C3DFeatures_32Segments.m names the file of video v 'v_C.txt'
+_TXT_SUFFIX = re.compile(r"_C$")
 
 
 def _split_name(name):
@@ -51,28 +75,48 @@ def _near_misses(keys):
     return near
 
 
-def _missing_error(missing, total, file, keys):
-    """KeyError naming the missing videos (first few + count) and the near-miss key for each."""
+def _example_name(name):
+    """A canonical name to show in a hint: the name itself when it has none."""
+    try:
+        return canonical_name(name)
+    except ValueError:
+        return str(name)
+
+
+def _missing_error(missing, total, file, keys, hint=""):
+    """KeyError naming the missing videos (first few + count) and the near-miss key for each;
+    `.missing` holds them all. hint: a sentence added for this layout."""
     keys = list(keys)
     near = _near_misses(keys)
     like = f"keys look like '{keys[0]}'" if keys else "it lists no videos"
-    fix = ". Video names must be canonical, e.g. '01_0014' (see datasets.features.canonical_name)"
+    # an example from the user's own split, not a fixed dataset's name; none when all are canonical
+    odd = next((n for n in missing if _example_name(n) != n), None)
+    fix = hint
+    if odd is not None:
+        fix = (
+            f". Video names must be canonical, e.g. '{_example_name(odd)}' for '{odd}' (see "
+            f"datasets.features.canonical_name){hint}"
+        )
     if len(missing) == 1:
-        hint = near.get(canonical_name(missing[0]))
-        return MissingKeyError(
+        found = near.get(_example_name(missing[0]))
+        err = MissingKeyError(
             f"video '{missing[0]}' has no features in {file} ("
-            + (f"keys look like '{hint}'?" if hint else like)
+            + (f"keys look like '{found}'?" if found else like)
             + ")"
             + fix
         )
+        err.missing = list(missing)
+        return err
     shown = ", ".join(
-        f"'{n}'" + (f" (key '{near[canonical_name(n)]}'?)" if canonical_name(n) in near else "")
+        f"'{n}'" + (f" (key '{near[_example_name(n)]}'?)" if _example_name(n) in near else "")
         for n in missing[:_SHOWN]
     )
     more = f" ... and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-    return MissingKeyError(
+    err = MissingKeyError(
         f"{len(missing)} of {total} videos have no features in {file}: {shown}{more}; {like}{fix}"
     )
+    err.missing = list(missing)
+    return err
 
 
 def _clip_shape(shape, crop, where):
@@ -203,6 +247,13 @@ def _resolve(entry, root):
     return None
 
 
+# RTFM, XD-Violence and most public lists come as one train list and one test list
+_LIST_HINT = (
+    ". RTFM-style lists have separate train and test lists: if these are the test videos, set "
+    "DATA.TEST_FEATURES to the test list"
+)
+
+
 class _ListSource:
     """RTFM layout: a list of per-video .npy files (or one file per crop, stacked on a crop
     axis)."""
@@ -212,7 +263,9 @@ class _ListSource:
         table = _parse_list(self.path)
         missing = [n for n in names if n not in table]
         if missing:
-            raise _missing_error(missing, len(names), os.path.basename(self.path), list(table))
+            raise _missing_error(
+                missing, len(names), os.path.basename(self.path), list(table), _LIST_HINT
+            )
         root = os.path.dirname(os.path.abspath(self.path)) if root is None else str(root)
         # per_crop: the video is listed one file per crop; those files are (n, D) and the crop
         # choice is
@@ -283,3 +336,173 @@ class _ListSource:
 
     def close(self):
         pass
+
+
+def _txt_name(path):
+    """'<dir>/Abuse028_x264_C.txt' -> 'Abuse028_x264' (Sultani's '_C' suffix, then canonical)."""
+    base = os.path.basename(str(path).strip())
+    if base.lower().endswith(".txt"):
+        base = base[: -len(".txt")]
+    return canonical_name(_TXT_SUFFIX.sub("", base))
+
+
+def _txt_folder(folder):
+    """Folder (searched recursively, e.g. Train/Abnormal, Test/) -> {video: [.txt paths]}."""
+    table = {}
+    for top, dirs, files in os.walk(folder):
+        dirs.sort()
+        for file in sorted(files):
+            if file.lower().endswith(".txt") and not file.startswith("."):
+                try:
+                    name = _txt_name(file)
+                except ValueError:
+                    continue  # '.txt' or '_C.txt': no video name, not a feature file
+                table.setdefault(name, []).append(os.path.join(top, file))
+    return table
+
+
+def _txt_list(path, root):
+    """List file of .txt paths -> {video: [path as resolved, or the entry when not found]}."""
+    table = {}
+    root = os.path.dirname(os.path.abspath(path)) if root is None else str(root)
+    with open(path) as f:
+        for entry in (line.strip() for line in f):
+            if entry:
+                table.setdefault(_txt_name(entry), []).append(_resolve(entry, root) or entry)
+    return table
+
+
+def _bad_token(tokens):
+    """-> (1-based position, token) of the first token that is not a number."""
+    for j, token in enumerate(tokens, 1):
+        try:
+            float(token)
+        except ValueError:
+            return j, token
+    return None, None
+
+
+def _parse_txt(file, segments=SEGMENTS):
+    """Sultani feature file -> float32 (segments, D): one row per non-empty line, D numbers each."""
+    try:
+        with open(file, encoding="ascii") as f:
+            lines = [(i, line.split()) for i, line in enumerate(f, 1) if line.strip()]
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{file} is not a text file of numbers (a Sultani feature file holds {segments} lines "
+            "of space-separated floats)"
+        ) from None
+    if len(lines) != segments:
+        raise InputError(
+            f"{file}: {len(lines)} rows of features, but a Sultani feature file has {segments}, "
+            "one per segment (as Save_C3DFeatures_32Segments.m writes them): the file is "
+            "truncated or of another format; download or export it again"
+        )
+    first, width = lines[0][0], len(lines[0][1])
+    for line_no, tokens in lines:
+        if len(tokens) != width:
+            raise InputError(
+                f"{file}:{line_no}: {len(tokens)} values, but line {first} has {width}: every row "
+                "holds the D values of one segment (4096 for C3D fc6); the file is truncated or "
+                "corrupt"
+            )
+    try:
+        return np.array([t for _, tokens in lines for t in tokens], np.float32).reshape(
+            segments, width
+        )
+    except ValueError:
+        for line_no, tokens in lines:
+            j, token = _bad_token(tokens)
+            if token is not None:
+                raise InputError(
+                    f"{file}:{line_no}: value {j}, '{token}', is not a number; a Sultani feature "
+                    f"file holds {segments} lines of space-separated numbers"
+                ) from None
+        raise
+
+
+class _SultaniTxtSource:
+    """Sultani et al.'s layout: a folder of '<video>_C.txt' files (or a list of their paths), each
+    32 rows (segments) x D floats. Every file read is parsed once (all of it, so any error names
+    the file at open time) and held until close: 32 x 4096 float32 = 512 KiB per video, 1 GB for
+    all 1,900 UCF-Crime videos, also with lazy storage."""
+
+    segments = SEGMENTS
+
+    def __init__(self, path, names, root, crop):
+        """root: the folder relative list entries resolve against (default: the list's folder);
+        crop: these files have no crop axis, so only -1 is accepted (checked by shape)."""
+        self.path = str(path)
+        folder = os.path.isdir(self.path)
+        table = _txt_folder(self.path) if folder else _txt_list(self.path, root)
+        missing = [n for n in names if n not in table]
+        if missing:
+            raise _missing_error(missing, len(names), self.path, list(table))
+        twice = next((n for n in names if len(table[n]) > 1), None)
+        if twice is not None:
+            raise InputError(
+                f"{self.path}: video '{twice}' has {len(table[twice])} feature files "
+                f"({table[twice][:2]}); keep one, or point to the folder of one split"
+            )
+        self.files = {n: table[n][0] for n in names}
+        absent = [f for f in self.files.values() if not os.path.isfile(f)]
+        if absent:
+            more = f" ... and {len(absent) - _SHOWN} more" if len(absent) > _SHOWN else ""
+            raise NotFoundError(
+                f"{len(absent)} feature files listed in {self.path} not found: "
+                f"{absent[:_SHOWN]}{more}; pass root= the folder holding them"
+            )
+        self._rows = {}
+
+    def where(self, name):
+        return f"video '{name}' ({self.files[name]})"
+
+    def _parsed(self, name):
+        if name not in self._rows:
+            self._rows[name] = _parse_txt(self.files[name])
+        return self._rows[name]
+
+    def shape(self, name, crop):
+        """-> (32, D); parses (and so validates) the whole file."""
+        return _clip_shape(self._parsed(name).shape, crop, self.where(name))
+
+    def read(self, name, rows, crop):
+        """rows: slice or sorted unique int array -> float32 (len(rows), D), a copy."""
+        return self._parsed(name)[rows].copy()
+
+    def close(self):
+        self._rows = {}
+
+
+def segment_of_clips(num_clips, num_segments=SEGMENTS):
+    """-> int64 (num_clips,): the segment whose score each 16-frame clip takes (module docstring):
+    the last segment whose range [start, stop) of datasets.segments.segment_bounds holds the clip,
+    as Sultani's evaluation overwrites; the last clip, in no range, takes the last segment."""
+    start, _ = segment_bounds(num_clips, num_segments)
+    # start is non-decreasing: the last segment starting at or before clip c also covers c
+    return np.searchsorted(start, np.arange(num_clips), side="right") - 1
+
+
+def segment_scores_to_clips(scores, num_clips):
+    """scores: (S,) one per segment of a video of num_clips clips -> float (num_clips,) per clip."""
+    scores = np.asarray(scores)
+    if scores.ndim != 1 or len(scores) == 0:
+        raise InputError(
+            f"segment scores must be 1-D with one score per segment, got shape {scores.shape}"
+        )
+    return scores[segment_of_clips(num_clips, len(scores))]
+
+
+def expand_segment_scores(segment_scores, n_frames, clip_len=16):
+    """{video: (32,) segment scores}, {video: frame count} -> {video: (n_frames // clip_len,)
+    clip scores}, ready for utils.evaluation.evaluate / expand_to_frames with clip_len. A video
+    shorter than one clip keeps one clip."""
+    out = {}
+    for name, scores in segment_scores.items():
+        if name not in n_frames:
+            raise MissingKeyError(
+                f"no frame count for video '{name}': its segment scores cannot be spread over its "
+                "clips; pass the frame count of every scored video (the length of its GT)"
+            )
+        out[name] = segment_scores_to_clips(scores, max(1, int(n_frames[name]) // clip_len))
+    return out

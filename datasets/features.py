@@ -1,12 +1,16 @@
-"""Pre-extracted clip features, read compactly from the two public layouts (docs/REFERENCE.md §1.1).
+"""Pre-extracted clip features, read compactly from the public layouts (docs/REFERENCE.md §1.1).
 
-Layouts (detected by content, `h5py.is_hdf5`):
+Layouts (detected by content, `_layout`):
   official MIST h5   one file, dataset '<video>.npy' per video, float (n_clips, D); train and test
                      together.
   RTFM-style list    a .list/.txt file, one path per line to a per-video .npy of shape (n_clips,
                      crops, D) or (n_clips, D); basenames like '01_0014_i3d.npy'. XD-Violence lists
                      one file per crop ('<video>__0.npy' ... '__4.npy'); those are stacked on a crop
                      axis. crop=-1 averages the crops, crop=k keeps crop k.
+  Sultani .txt       a folder (searched recursively) of Sultani et al.'s '<video>_C.txt' files, or a
+                     list of their paths: 32 lines (segments) of D = 4096 C3D fc6 floats each. A
+                     video's rows are its 32 segments, not clips (`FeatureStore.segments` = 32);
+                     datasets/feature_sources.py says which frames each segment covers.
 Video names are canonical: no directory, no extension, no '_i3d'/'_c3d' and no '__k' suffix
 (`canonical_name`).
 
@@ -25,6 +29,7 @@ pseudo-labels see the same features (the official code normalised only at test t
 
 import logging
 import os
+import re
 from collections import Counter
 
 import h5py
@@ -33,6 +38,7 @@ import numpy as np
 from datasets.feature_sources import (  # noqa: F401  canonical_name is public API
     _H5Source,
     _ListSource,
+    _SultaniTxtSource,
     _check_finite,
     _l2_normalise,
     canonical_name,
@@ -44,23 +50,27 @@ logger = logging.getLogger("mist.features")
 # DATA.STORAGE -> dtype of the features held in RAM (None: held nowhere, read from disk per batch)
 STORAGES = {"memory": np.float32, "float16": np.float16, "lazy": None}
 # layout -> reader class (datasets/feature_sources.py), picked from the file's content by _layout
-LAYOUTS = {"h5": _H5Source, "list": _ListSource}
+LAYOUTS = {"h5": _H5Source, "list": _ListSource, "sultani_txt": _SultaniTxtSource}
 # lazy gather: when a video's index span exceeds 4 x the rows wanted, read only those rows
 _SPARSE_READ = 4
 _SHOWN = 5  # missing names / files listed in an error message before "... and N more"
+# a number as '%f' / '%e' write it: the first token of a Sultani feature file
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class FeatureStore:
     """Features of a fixed list of videos, held or read as `storage` says (see the module
     docstring).
 
-    dim: D after crop handling; names: the videos held, in the order requested. Every method returns
-    fresh float32 arrays (callers may modify them), L2-normalised when the store was opened with
-    l2_norm."""
+    dim: D after crop handling; names: the videos held, in the order requested; segments: None
+    when a row is a 16-frame clip, 32 when each video's rows are its 32 Sultani segments (the .txt
+    layout). Every method returns fresh float32 arrays (callers may modify them), L2-normalised when
+    the store was opened with l2_norm."""
 
     def __init__(self, source, names, lengths, dim, l2_norm=False, storage="memory", crop=-1):
         self.names, self.dim, self.storage = list(names), int(dim), storage
         self._source, self._l2, self._crop = source, bool(l2_norm), crop
+        self.segments = getattr(source, "segments", None)
         self._lengths = np.asarray(lengths, dtype=np.int64)
         # video i = rows offsets[i]:offsets[i+1]
         self._offsets = np.concatenate([[0], np.cumsum(self._lengths)])
@@ -276,15 +286,33 @@ def _check_args(path, names, storage, crop):
         raise InputError(
             f"video names repeat ({dup[:_SHOWN]}, {len(dup)} in all); request each video once"
         )
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise NotFoundError(
-            f"feature file {path} does not exist (an .h5 file or a .list of .npy paths)"
+            f"feature file {path} does not exist (an .h5 file, a .list of .npy paths, or a folder "
+            "of Sultani .txt files)"
         )
     return names
 
 
+def _first_entry(path):
+    """-> the first non-empty line of a text file, stripped ('' when there is none)."""
+    with open(path, errors="replace") as f:
+        for line in f:
+            if line.strip():
+                return line.strip()
+    return ""
+
+
+def _is_number(token):
+    """'0.012345', '-1e-05' -> True; '01_0014' (which float() reads as 10014) -> False."""
+    return _NUMBER.fullmatch(token) is not None
+
+
 def _layout(path):
-    """-> the LAYOUTS key of a feature file, from its content: HDF5 -> "h5", text -> "list"."""
+    """-> the LAYOUTS key of a feature path, from its content: a folder -> "sultani_txt", HDF5 ->
+    "h5", a list of .txt paths -> "sultani_txt", any other text -> "list"."""
+    if os.path.isdir(path):
+        return "sultani_txt"
     if h5py.is_hdf5(path):
         return "h5"
     if str(path).lower().endswith((".h5", ".hdf5")):
@@ -293,12 +321,45 @@ def _layout(path):
         raise InputError(
             f"{path} is a single .npy; pass a list file (.list/.txt) with one .npy path per video"
         )
-    return "list"
+    entry = _first_entry(path)
+    if _is_number(entry.split()[0] if entry else ""):
+        raise InputError(
+            f"{path} holds numbers, not paths: it looks like one video's Sultani feature file; "
+            "pass the folder holding them (or a list of their paths)"
+        )
+    return "sultani_txt" if entry.lower().endswith(".txt") else "list"
 
 
-def _open_source(path, names, root, crop):
-    """The reader of the file's layout over `names`."""
-    return LAYOUTS[_layout(path)](path, names, root, crop)
+def _open_source(path, names, root, crop, splits=None):
+    """The reader of the file's layout over `names`; a whole split missing says so
+    (_split_error)."""
+    try:
+        return LAYOUTS[_layout(path)](path, names, root, crop)
+    except MissingKeyError as err:
+        missing = list(getattr(err, "missing", ()))
+        whole = [
+            s for s, members in (splits or {}).items() if members and set(members) == set(missing)
+        ]
+        if not whole:
+            raise
+        raise _split_error(path, whole[0], missing, len(names)) from None
+
+
+# the fix when one split has no features in the file: public lists come one per split
+_SPLIT_FIX = {
+    "test": "set DATA.TEST_FEATURES to the test list",
+    "train": "set DATA.FEATURES to the train list and DATA.TEST_FEATURES to the test list",
+}
+
+
+def _split_error(path, split, missing, total):
+    """MissingKeyError: every video of `split` (and only those) is absent from the feature file."""
+    fix = _SPLIT_FIX.get(split, f"point to the feature file of the {split} videos")
+    return MissingKeyError(
+        f"the {split} videos have no features in {path} (none of the {len(missing)} {split} "
+        f"videos, e.g. '{missing[0]}', is in it; the other {total - len(missing)} are): "
+        f"RTFM-style lists have separate train and test lists — {fix}"
+    )
 
 
 def _lengths_and_dim(source, names, dim, crop, path):
@@ -320,15 +381,18 @@ def _lengths_and_dim(source, names, dim, crop, path):
     return shapes[:, 0], expected
 
 
-def open_features(path, names, dim=None, l2_norm=False, storage="memory", crop=-1, root=None):
+def open_features(
+    path, names, dim=None, l2_norm=False, storage="memory", crop=-1, root=None, splits=None
+):
     """Open the features of `names` (canonical video names, from the split files) -> FeatureStore.
 
-    path: official-layout .h5 or RTFM list file; dim: expected D (None: from the data); l2_norm:
-    divide each clip by its L2 norm; storage: 'memory' | 'float16' | 'lazy'; crop: -1 averages
-    crops, k keeps crop k; root: folder that relative list paths resolve against (default: the list
-    file's folder)."""
+    path: official-layout .h5, RTFM list file, or a folder / list of Sultani .txt files; dim:
+    expected D (None: from the data); l2_norm: divide each clip by its L2 norm; storage: 'memory' |
+    'float16' | 'lazy'; crop: -1 averages crops, k keeps crop k; root: folder that relative list
+    paths resolve against (default: the list file's folder); splits: {split name ('train',
+    'test'): its video names}, used only to say so when exactly one split's videos are missing."""
     names = _check_args(path, names, storage, crop)
-    source = _open_source(path, names, root, crop)
+    source = _open_source(path, names, root, crop, splits)
     try:
         lengths, dim = _lengths_and_dim(source, names, dim, crop, path)
         store = FeatureStore(source, names, lengths, dim, l2_norm, storage, crop)
@@ -337,6 +401,14 @@ def open_features(path, names, dim=None, l2_norm=False, storage="memory", crop=-
         raise
     logger.info("features %s: %s", path, store)
     return store
+
+
+def _canonical_hint(name):
+    """'01_0014_i3d.npy' -> "e.g. '01_0014'": the canonical form of the name given, if any."""
+    try:
+        return f"e.g. '{canonical_name(name)}'"
+    except (ValueError, TypeError):
+        return "no folder, extension, '_i3d' / '_c3d' or '__k' suffix"
 
 
 def write_h5_features(path, features):
@@ -356,7 +428,7 @@ def write_h5_features(path, features):
                 ):
                     raise InputError(
                         f"write_h5_features: {name!r} is not a canonical video name "
-                        "(e.g. '01_0014'); the '.npy' key suffix is added here"
+                        f"({_canonical_hint(name)}); the '.npy' key suffix is added here"
                     )
                 array = np.asarray(array, dtype=np.float32)
                 if array.ndim not in (2, 3):

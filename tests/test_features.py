@@ -462,3 +462,64 @@ def test_h5_dataset_declaring_more_than_the_file_holds_is_refused(tmp_path, stor
     ):
         open_features(tmp_path / "feats.h5", ["a", "b"], storage=storage)
     assert open_features(tmp_path / "feats.h5", ["a"], storage=storage).num_clips("a") == 3
+
+
+def test_missing_names_hint_names_a_video_of_the_split_not_a_fixed_example(tmp_path):
+    # UCF-Crime names: the hint once showed ShanghaiTech's '01_0014' whatever the dataset
+    write_h5_features(tmp_path / "f.h5", {"Abuse028_x264": np.ones((2, 3), np.float32)})
+    with pytest.raises(KeyError) as err:
+        open_features(tmp_path / "f.h5", ["Abuse028_x264", "Arson/Arson011_x264.mp4"])
+    assert str(err.value) == (
+        "video 'Arson/Arson011_x264.mp4' has no features in f.h5 (keys look like "
+        "'Abuse028_x264.npy'). Video names must be canonical, e.g. 'Arson011_x264' for "
+        "'Arson/Arson011_x264.mp4' (see datasets.features.canonical_name)"
+    )
+    assert err.value.missing == ["Arson/Arson011_x264.mp4"]
+    with pytest.raises(KeyError) as err:  # canonical names: nothing to say about their form
+        open_features(tmp_path / "f.h5", ["Arson011_x264", "Burglary005_x264"])
+    assert str(err.value) == (
+        "2 of 2 videos have no features in f.h5: 'Arson011_x264', 'Burglary005_x264'; keys "
+        "look like 'Abuse028_x264.npy'"
+    )
+    assert "01_0014" not in str(err.value)
+
+
+def _rtfm_train_list(tmp_path):
+    """A train list of RTFM style (2 videos) -> (path, train names, test names)."""
+    train = {"01_0014": np.ones((2, 3), np.float32), "01_002": np.ones((3, 3), np.float32)}
+    return _write_list(tmp_path, train, name="sht-train.list"), list(train), ["01_0015", "01_001"]
+
+
+def test_a_train_list_read_for_the_test_videos_says_to_set_the_test_features(tmp_path):
+    path, train, test = _rtfm_train_list(tmp_path)
+    splits = {"train": train, "test": test}
+    with pytest.raises(KeyError) as err:
+        open_features(path, train + test, splits=splits)
+    assert str(err.value) == (
+        f"the test videos have no features in {path} (none of the 2 test videos, e.g. "
+        "'01_0015', is in it; the other 2 are): RTFM-style lists have separate train and test "
+        "lists — set DATA.TEST_FEATURES to the test list"
+    )
+    # the same list read for the train videos of another list
+    with pytest.raises(KeyError) as err:
+        open_features(path, test + train, splits={"train": test, "test": train})
+    assert str(err.value) == (
+        f"the train videos have no features in {path} (none of the 2 train videos, e.g. "
+        "'01_0015', is in it; the other 2 are): RTFM-style lists have separate train and test "
+        "lists — set DATA.FEATURES to the train list and DATA.TEST_FEATURES to the test list"
+    )
+
+
+def test_a_list_missing_videos_hints_at_the_separate_test_list_without_splits(tmp_path):
+    path, train, test = _rtfm_train_list(tmp_path)
+    with pytest.raises(KeyError) as err:
+        open_features(path, train + test)
+    assert str(err.value) == (
+        "2 of 4 videos have no features in sht-train.list: '01_0015', '01_001'; keys look like "
+        "'01_0014'. RTFM-style lists have separate train and test lists: if these are the test "
+        "videos, set DATA.TEST_FEATURES to the test list"
+    )
+    # part of a split missing is not a whole split: the general message
+    with pytest.raises(KeyError) as err:
+        open_features(path, train + test[:1], splits={"train": train, "test": test})
+    assert str(err.value).startswith("video '01_0015' has no features in sht-train.list")
