@@ -30,8 +30,12 @@ _C.DETERMINISTIC = False
 _C.DATA = CN()
 # shanghaitech | ucf_crime | xd_violence | demo (split/GT conventions)
 _C.DATA.DATASET = "shanghaitech"
-_C.DATA.FEATURES = ""  # official h5 (keys '<video>.npy') or RTFM-style list file
-# test videos' features when they are in another file or list ("" = DATA.FEATURES)
+# official h5 (keys '<video>.npy'), RTFM-style list file of .npy paths, or a folder (or list) of
+# Sultani et al.'s 32-segment '<video>_C.txt' files (rows = segments; see Training_Guidelines.md)
+_C.DATA.FEATURES = ""
+# test videos' features when they are in another file or list ("" = DATA.FEATURES). RTFM-style lists
+# (ShanghaiTech, UCF-Crime, XD-Violence) come as a train list and a test list: set DATA.FEATURES to
+# the train list and DATA.TEST_FEATURES to the test list
 _C.DATA.TEST_FEATURES = ""
 # folder that relative paths in a feature list file are resolved against ("" = the list's folder)
 _C.DATA.FEATURE_ROOT = ""
