@@ -28,8 +28,11 @@ _C.DEVICE = "auto"  # "auto" (cuda if available), "cpu", "cuda" or "cuda:N"
 _C.DETERMINISTIC = False
 
 _C.DATA = CN()
-# shanghaitech | ucf_crime | xd_violence | demo (split/GT conventions)
+# shanghaitech | ucf_crime | xd_violence | demo, or any name of your own with DATA.MANIFEST
 _C.DATA.DATASET = "shanghaitech"
+# a dataset of your own: a .csv / .jsonl manifest of its videos (labels, splits, anomalous
+# intervals; docs/own_data.md), used instead of the split, mask and annotation files
+_C.DATA.MANIFEST = ""
 # official h5 (keys '<video>.npy'), RTFM-style list file of .npy paths, or a folder (or list) of
 # Sultani et al.'s 32-segment '<video>_C.txt' files (rows = segments; see Training_Guidelines.md)
 _C.DATA.FEATURES = ""
@@ -235,9 +238,12 @@ def _check_choices(cfg, *keys):
 
 def validate_cfg(cfg):
     """Raises ValueError naming the key and the accepted values on an inconsistent config."""
-    _check_choices(
-        cfg, "DATA.DATASET", "DATA.STORAGE", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE", "STAGE1.METHOD"
-    )
+    if cfg.DATA.DATASET not in CHOICES["DATA.DATASET"] and not cfg.DATA.MANIFEST:
+        raise ValueError(
+            f"DATA.DATASET = {cfg.DATA.DATASET!r} is not one of {CHOICES['DATA.DATASET']}: for a "
+            "dataset of your own set DATA.MANIFEST to its manifest (docs/own_data.md)"
+        )
+    _check_choices(cfg, "DATA.STORAGE", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE", "STAGE1.METHOD")
     if not 0.0 <= cfg.DATA.VAL_FRACTION < 1.0:
         raise ValueError(f"DATA.VAL_FRACTION must be in [0, 1), got {cfg.DATA.VAL_FRACTION}")
     s1 = cfg.STAGE1

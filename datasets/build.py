@@ -3,6 +3,7 @@
 The one place that turns DATA.* keys into calls of the dataset modules (datasets/*.py take plain
 arguments). Each choice is one entry in a plain dict here (STAGE1_SAMPLERS)."""
 
+import functools
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 from datasets.bags import BagSampler
 from datasets.features import open_features
 from datasets.ground_truth import frame_labels, load_mask
+from datasets.manifest import read_manifest
 from datasets.segments import SegmentBagSampler
 from datasets.specs import dataset_spec
 from datasets.splits import read_split
@@ -23,7 +25,12 @@ logger = logging.getLogger("mist")
 
 def load_splits(cfg, need_train=True):
     """-> (train videos or None, test videos): list[Video] each, from DATA.TRAIN_SPLIT /
-    DATA.TEST_SPLIT."""
+    DATA.TEST_SPLIT, or from DATA.MANIFEST (its train and val videos train; see
+    validation_videos)."""
+    if cfg.DATA.MANIFEST:
+        manifest = read_manifest_of(cfg)
+        train = manifest.videos("train") + manifest.videos("val") if need_train else None
+        return train, manifest.videos("test")
     test = read_split(cfg.DATA.TEST_SPLIT, cfg.DATA.DATASET, "DATA.TEST_SPLIT")
     train = (
         read_split(cfg.DATA.TRAIN_SPLIT, cfg.DATA.DATASET, "DATA.TRAIN_SPLIT")
@@ -33,10 +40,29 @@ def load_splits(cfg, need_train=True):
     return train, test
 
 
+def read_manifest_of(cfg):
+    """DATA.MANIFEST -> Manifest, read and checked once per file version."""
+    path = Path(cfg.DATA.MANIFEST)
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
+    return _read_manifest(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_manifest(path, stamp):
+    return read_manifest(path)
+
+
+def validation_videos(cfg):
+    """The names of the manifest's `val` videos (empty without a manifest or without them)."""
+    if not cfg.DATA.MANIFEST:
+        return set()
+    return {v.name for v in read_manifest_of(cfg).videos("val")}
+
+
 def ensure_demo_features(cfg):
     """A dataset whose spec generates its features (the demo) writes DATA.FEATURES on first use."""
     path = Path(cfg.DATA.FEATURES)
-    make_features = dataset_spec(cfg.DATA.DATASET).make_features
+    make_features = dataset_spec(cfg.DATA.DATASET, own=bool(cfg.DATA.MANIFEST)).make_features
     if make_features is not None and not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         data_dir = Path(cfg.DATA.TRAIN_SPLIT).parent
@@ -113,6 +139,8 @@ class SplitStores:
 
 def test_ground_truth(cfg, videos):
     """{name: uint8 (n_frames,)} per-frame labels of the test videos."""
+    if cfg.DATA.MANIFEST:
+        return read_manifest_of(cfg).frame_labels([v.name for v in videos])
     return frame_labels(
         videos,
         cfg.DATA.DATASET,
@@ -124,10 +152,19 @@ def test_ground_truth(cfg, videos):
 def train_masks(cfg, videos):
     """{name: uint8 (n_frames,)} for the abnormal train videos that have a mask in
     DATA.TRAIN_MASK_DIR."""
+    abnormal = [v.name for v in videos if v.label == 1]
+    if cfg.DATA.MANIFEST:
+        masks = read_manifest_of(cfg).frame_labels(abnormal)
+        logger.info(
+            "train masks: %d of %d abnormal train videos have intervals or a mask in %s",
+            len(masks),
+            len(abnormal),
+            cfg.DATA.MANIFEST,
+        )
+        return masks
     if not cfg.DATA.TRAIN_MASK_DIR:
         return {}
     mask_dir = Path(cfg.DATA.TRAIN_MASK_DIR)
-    abnormal = [v.name for v in videos if v.label == 1]
     masks = {
         name: load_mask(mask_dir / f"{name}.npy")
         for name in abnormal

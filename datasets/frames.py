@@ -27,6 +27,7 @@ import cv2
 import h5py
 import numpy as np
 
+from datasets.manifest import is_manifest, read_manifest
 from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
 from utils.video import (
     VIDEO_EXTENSIONS,
@@ -349,6 +350,9 @@ def open_frames(
     frames by decoding."""
     if kind not in FRAMES_KINDS:
         raise InputError(f"open_frames: kind={kind!r}; use 'auto', 'h5' or 'video'")
+    if not isinstance(path, (list, tuple)) and is_manifest(path):
+        # a dataset manifest (datasets/manifest.py): the videos of its `path` fields
+        path = read_manifest(path).paths()
     if not isinstance(path, (list, tuple)) and not Path(path).exists():
         raise NotFoundError(
             f"frames source {str(path)!r} does not exist (a frames h5, a video folder or a "

@@ -96,8 +96,27 @@ DATASETS = {
 }
 
 
-def dataset_spec(dataset):
-    """DATA.DATASET value -> its DatasetSpec; InputError naming the allowed values otherwise."""
-    if dataset not in DATASETS:
-        raise InputError(f"unknown dataset '{dataset}': expected one of {tuple(DATASETS)}")
-    return DATASETS[dataset]
+def _own_label(name, where):
+    raise InputError(
+        f"{where}: a dataset of your own gives its labels in its manifest (DATA.MANIFEST, "
+        "docs/own_data.md), not by video names"
+    )
+
+
+def own_spec(name):
+    """The rules of a dataset described by a manifest (datasets/manifest.py): labels, classes and
+    ground truth all come from the manifest; the backbone's default test resize."""
+    return DatasetSpec(name, _own_label, _unnamed, "manifest")
+
+
+def dataset_spec(dataset, own=False):
+    """DATA.DATASET value -> its DatasetSpec; InputError naming the allowed values otherwise.
+    own: any other name is a dataset of your own (own_spec), as with DATA.MANIFEST."""
+    if dataset in DATASETS:
+        return DATASETS[dataset]
+    if own:
+        return own_spec(dataset)
+    raise InputError(
+        f"unknown dataset '{dataset}': expected one of {tuple(DATASETS)}, or describe your own "
+        "dataset in a manifest (DATA.MANIFEST, docs/own_data.md)"
+    )

@@ -346,7 +346,7 @@ class TestTransform:
         self.backbone, self.spec = backbone, SPECS[backbone]
         # I3D tests at 240x320 on ShanghaiTech (datasets/specs.py), at the training resize elsewhere
         if size is None:
-            self.resize = dataset_spec(dataset).test_resize.get(backbone, self.resize)
+            self.resize = dataset_spec(dataset, own=True).test_resize.get(backbone, self.resize)
         self.centre_crop = self.spec.test_crop
         self.ten_crop = ten_crop
         # False: uint8 out, datasets.transforms.normalise on the model's device

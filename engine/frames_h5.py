@@ -45,6 +45,7 @@ from utils.progress import bar as progress_bar
 from datasets.frames import SEGMENT_LEN, encode_frame, frame_key, parse_frame_key
 from utils.checkpoint import missing_dirs, remove_empty_dirs
 from utils.errors import ExistsError, InputError
+from datasets.manifest import is_manifest, read_manifest
 from utils.video import collect_videos, open_capture, video_name, video_names
 
 logger = logging.getLogger("mist.frames_h5")
@@ -220,6 +221,9 @@ def make_h5(
     [{video, header, decoded}] (of the videos converted by this call), videos_already_done (by a
     killed run), seconds, mb. All videos skipped -> InputError, no output."""
     _check_options(out, workers, quality, resize, segment_len, force)
+    # a dataset manifest (datasets/manifest.py): the videos of its `path` fields
+    if not isinstance(videos, (list, tuple)) and is_manifest(videos):
+        videos = read_manifest(videos).paths()
     paths = collect_videos(videos, root)
     video_names(paths)  # duplicate basenames -> InputError before any work
     out, start = Path(out), time.time()

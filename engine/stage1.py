@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from datasets.build import (
+    validation_videos,
     build_stage1_sampler,
     check_test_coverage,
     load_splits,
@@ -84,7 +85,9 @@ class Stage1Task:
         self.labels = test_ground_truth(cfg, self.test_videos)
         check_test_coverage(cfg, self.store, self.test_videos, self.labels)
         # val: held out of training
-        fit_videos, self.val_videos = protocol.carve_validation(cfg, self.train_videos)
+        fit_videos, self.val_videos = protocol.carve_validation(
+            cfg, self.train_videos, validation_videos(cfg)
+        )
         self.sampler = build_stage1_sampler(cfg, self.store, fit_videos, self.rng)
         self.val_masks = train_masks(cfg, self.val_videos) if self.val_videos else {}
         self.loss = build_stage1_loss(cfg)

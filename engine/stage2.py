@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from utils.progress import bar as progress_bar
 
 from datasets.build import (
+    validation_videos,
     check_device_augment,
     load_splits,
     open_frame_source,
@@ -296,7 +297,9 @@ class Stage2Task:
         )
         train_transform, self.test_transform = stage2_transforms(cfg)
         # val: held out of training
-        fit_videos, self.val_videos = protocol.carve_validation(cfg, self.train_videos)
+        fit_videos, self.val_videos = protocol.carve_validation(
+            cfg, self.train_videos, validation_videos(cfg)
+        )
         self.val_masks = train_masks(cfg, self.val_videos) if self.val_videos else {}
         dataset = stage2_train_dataset(cfg, self.frames, fit_videos, train_transform)
         self.labels = test_ground_truth(cfg, self.test_videos)

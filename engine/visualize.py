@@ -207,7 +207,7 @@ def metric_rows(metrics, dataset):
     """-> [(label, value text)] of the headline metrics; the dataset's headline first (AP on
     XD-Violence: datasets/specs.py)."""
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f}%"  # noqa: E731
-    rows = [(key.upper(), pct(metrics[key])) for key in dataset_spec(dataset).headline]
+    rows = [(key.upper(), pct(metrics[key])) for key in dataset_spec(dataset, own=True).headline]
     counts = f"{metrics['n_videos']} / {metrics['n_clips']} / {metrics['n_frames']}"
     rows += [
         ("PR-AUC (trapezoid)", pct(metrics["pr_auc"])),
@@ -339,7 +339,7 @@ def make_figures(cfg, run_dir, out, scores_file, wanted, max_videos, clips, chec
     titles = {"roc": "frame-level ROC", "pr": "frame-level precision-recall"}
     # the curve of the dataset's headline metric first
     curves = {"auc": "roc", "ap": "pr"}
-    for kind in (curves[key] for key in dataset_spec(cfg.DATA.DATASET).headline):
+    for kind in (curves[key] for key in dataset_spec(cfg.DATA.DATASET, own=True).headline):
         plot_curve(out / f"{kind}.png", kind, s, y, metrics)
         images.append((f"{kind}.png", titles[kind]))
     if plot_per_class(out / "per_class_auc.png", metrics):

@@ -49,9 +49,14 @@ def split_validation(videos, fraction, seed=0):
     return [v for v in videos if v.name not in held], [v for v in videos if v.name in held]
 
 
-def carve_validation(cfg, train_videos):
-    """cfg (DATA.VAL_FRACTION, DATA.VAL_SEED), train videos -> (train, val); logs the split."""
-    train, val = split_validation(train_videos, cfg.DATA.VAL_FRACTION, cfg.DATA.VAL_SEED)
+def carve_validation(cfg, train_videos, named=()):
+    """cfg (DATA.VAL_FRACTION, DATA.VAL_SEED), train videos -> (train, val); logs the split.
+    named: the validation videos a manifest names (its `val` rows), whatever the fraction."""
+    if named:
+        train = [v for v in train_videos if v.name not in named]
+        val = [v for v in train_videos if v.name in named]
+    else:
+        train, val = split_validation(train_videos, cfg.DATA.VAL_FRACTION, cfg.DATA.VAL_SEED)
     if val:
         for kind, label in (("normal", 0), ("abnormal", 1)):
             if not any(v.label == label for v in val):
