@@ -1,5 +1,6 @@
 """Checkpoints: written atomically, read without executing code (`weights_only=True`)."""
 
+import hashlib
 import json
 import os
 import re
@@ -29,10 +30,31 @@ def torch_load_safely(path):
     if not Path(path).is_file():
         what = "is a folder, not a checkpoint file" if Path(path).is_dir() else "does not exist"
         raise NotFoundError(f"checkpoint {path} {what}: check the path")
+    verify_release(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or code-carrying files
         raise InputError(f"cannot read {path}: {_load_failure(err)}") from None
+
+
+RELEASE_NAME = re.compile(r"-([0-9a-f]{8})$")
+
+
+def verify_release(path):
+    """A file whose name ends with `-<8 hex digits>` (a tools/publish.py release, as mmaction2's
+    model zoo names them) must have a sha256 starting with them; InputError otherwise."""
+    named = RELEASE_NAME.search(Path(path).stem)
+    if named is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(named.group(1)):
+        raise InputError(
+            f"checkpoint {path}: its name says sha256 {named.group(1)}..., but the file's is "
+            f"{digest.hexdigest()[:8]}...: the file is corrupt or was changed; download it again"
+        )
 
 
 def _load_failure(err):
