@@ -148,6 +148,42 @@ def test_evaluate_far_definitions_and_per_class():
     json.dumps(r)
 
 
+def _three_videos(categories):
+    """Two abnormal videos and a normal one, clip_len 1 (a video's score = its highest clip)."""
+    videos = [Video(n, int(c != "Normal"), 4, c) for n, c in zip("abn", categories)]
+    labels = {"a": np.array([0, 1, 1, 0]), "b": np.array([0, 0, 0, 1]), "n": np.zeros(4)}
+    scores = {"a": [0.5, 0.9, 0.4, 0.1], "b": [0.6, 0.2, 0.2, 0.3], "n": [0.95, 0, 0, 0]}
+    return evaluate(scores, labels, videos, clip_len=1)
+
+
+def test_auc_abnormal_and_localisation_map_by_hand():
+    r = _three_videos(["", "", "Normal"])
+    # abnormal videos' frames: positives .9 .4 .3, negatives .5 .1 .6 .2 .2: 5 + 3 + 3 of 15 pairs
+    assert r["auc_abnormal"] == pytest.approx(11 / 15, abs=1e-15)
+    # with the normal video's .95 0 0 0 too: 8 + 6 + 6 of 27
+    assert r["auc"] == pytest.approx(20 / 27, abs=1e-15)
+    # detections (threshold max - 0.6 * range): a [0, 2) 0.9 + 0.7 * 0.9, IoU 1/3 with its GT
+    # [1, 3); b [0, 1) 0.6 + 0.7 * 0.6 misses [3, 4); n [0, 1) 0.95 + 0.7 * 0.95 ranks first.
+    # Ranking n FP, a TP (IoU <= 1/3), b FP over 2 GT: precision 0, 1/2, 1/3 at recall 0, 1/2,
+    # 1/2 -> AP 1/2 * 1/2 up to IoU 0.3, 0 above
+    assert r["map_iou"] == {"0.1": 0.25, "0.2": 0.25, "0.3": 0.25, "0.4": 0.0, "0.5": 0.0}
+    assert r["map_mean"] == pytest.approx(0.15, abs=1e-15) and r["per_class"] == {}
+    json.dumps(r)
+
+
+def test_auc_abnormal_and_localisation_map_per_class():
+    r = _three_videos(["Abuse", "Arson", "Normal"])
+    abuse, arson = r["per_class"]["Abuse"], r["per_class"]["Arson"]
+    # Abuse: a's frames, positives .9 .4 against .5 .1; Arson: b's .3 against .6 .2 .2
+    assert (abuse["auc_abnormal"], arson["auc_abnormal"]) == (0.75, pytest.approx(2 / 3))
+    # Abuse = a + n: n FP then a TP over 1 GT -> AP 1/2 up to IoU 0.3; Arson = b + n: nothing found
+    assert abuse["map_mean"] == pytest.approx(0.3, abs=1e-15) and arson["map_mean"] == 0.0
+    # the mean over the two classes
+    assert r["map_iou"] == {"0.1": 0.25, "0.2": 0.25, "0.3": 0.25, "0.4": 0.0, "0.5": 0.0}
+    assert r["auc_abnormal"] == pytest.approx(11 / 15, abs=1e-15)
+    assert "map_mean" not in r["per_class"]["Normal"]
+
+
 def test_evaluate_without_normal_videos():
     r = evaluate({"a": [0.1, 0.9]}, {"a": np.array([0, 1])}, [Video("a", 1, 2, "")], clip_len=1)
     assert r["far_normal_videos"] is None and r["auc"] == 1.0

@@ -9,12 +9,17 @@ videos are concatenated and the metrics are pooled over frames.
 is two weighted rows, (score, label 1, its anomalous frames) and (score, label 0, its normal
 frames), and sklearn draws the same ROC/PR curves from them (utils/metrics.py, sample_weight).
 UCF-Crime's 1.1M test frames become ~70k rows. `expand_to_frames` still gives the frame arrays for
-anyone who wants them."""
+anyone who wants them.
+
+The AUC over the abnormal videos (`auc_abnormal`) is the same ROC AUC on the rows of the abnormal
+test videos alone; the temporal localisation mAP (`map_iou`, `map_mean`) forms detections from the
+clip scores and matches them to the GT intervals (utils/localisation.py says how)."""
 
 import warnings
 
 import numpy as np
 
+from utils.localisation import detections, gt_intervals, localisation_map
 from utils.metrics import average_precision, false_alarm_rate, frame_auc, pr_auc, rmse, score_gap
 from utils.errors import InputError, MissingKeyError
 
@@ -188,13 +193,17 @@ def evaluate(clip_scores, labels, videos, clip_len=16, threshold=0.5, max_pad_cl
     clip_scores {name: (n_clips,)}, labels {name: (n_frames,)}, videos: list[Video] (order = concat
     order). Keys: auc, ap, pr_auc, score_gap, far (FP / all negative frames, training-log FAR),
     far_normal_videos (official test.py FAR; None without normal videos), rmse, n_frames, n_clips,
-    n_anomalous_frames, n_videos, per_class ({} unless videos carry anomaly categories). Equal to
-    the metrics of the expanded frame arrays (bit-identical except score_gap/rmse, ~1e-16)."""
-    scores, positives, offsets = clip_table(
-        clip_scores, labels, [v.name for v in videos], clip_len, max_pad_clips
-    )
+    n_anomalous_frames, n_videos; auc_abnormal (frame ROC AUC over the frames of the abnormal
+    videos only, "AUC_A"; None unless they hold both normal and anomalous frames); map_iou
+    {"0.1", ..., "0.5": temporal localisation mAP at that IoU (utils/localisation.py), None
+    without GT intervals} and map_mean (their mean); per_class ({} unless videos carry anomaly
+    categories; each class adds its auc_abnormal and map_mean). Equal to the metrics of the
+    expanded frame arrays (bit-identical except score_gap/rmse, ~1e-16)."""
+    names = [v.name for v in videos]
+    scores, positives, offsets = clip_table(clip_scores, labels, names, clip_len, max_pad_clips)
     clip_video = np.repeat(np.arange(len(videos)), np.diff(offsets))
-    normal = np.array([v.label == 0 for v in videos], dtype=bool)[clip_video]
+    normal_videos = np.array([v.label == 0 for v in videos], dtype=bool)
+    normal = normal_videos[clip_video]
     rows = _Rows(scores, positives, clip_len)
     s, y, w = rows.s, rows.y, rows.w
     result = {
@@ -209,9 +218,40 @@ def evaluate(clip_scores, labels, videos, clip_len=16, threshold=0.5, max_pad_cl
         "n_clips": int(len(scores)),
         "n_anomalous_frames": int(positives.sum()),
         "n_videos": len(videos),
+        "auc_abnormal": _auc_or_none(*rows.subset(~normal)),
     }
+    groups, classes = _class_videos(videos)
+    # the frames the metrics see: every whole clip, the GT cut or padded to them (clip_table)
+    gt = gt_intervals([np.asarray(labels[n]) for n in names], clip_len * np.diff(offsets))
+    det = detections(scores, offsets, clip_len)
+    result["map_iou"], class_aps = localisation_map(det, gt, groups)
+    result["map_mean"] = _mean_or_none(result["map_iou"].values())
     result["per_class"] = _per_class(scores, rows, clip_video, videos, threshold, clip_len)
+    for c, ap in zip(classes, class_aps):
+        result["per_class"][c]["map_mean"] = None if ap is None else float(np.mean(ap))
     return result
+
+
+def _class_videos(videos):
+    """-> (groups (G, V) bool, classes): the videos each mAP class is computed on, that class's
+    abnormal videos + all normal ones; one group of all videos (classes []) without categories."""
+    categories = np.array([v.category for v in videos])
+    normal = np.array([v.label == 0 for v in videos], dtype=bool)
+    classes = sorted(set(categories[~normal]) - {"", "Normal"})
+    if not classes:
+        return np.ones((1, len(videos)), dtype=bool), []
+    return np.stack([normal | ((categories == c) & ~normal) for c in classes]), classes
+
+
+def _auc_or_none(s, y, w):
+    """Frame AUC of weighted rows; None unless both labels are present."""
+    return frame_auc(s, y, w) if (y == 1).any() and (y == 0).any() else None
+
+
+def _mean_or_none(values):
+    """Mean of the values; None if any is None (no GT interval anywhere)."""
+    values = list(values)
+    return None if any(v is None for v in values) else float(np.mean(values))
 
 
 def _far_or_none(normal_scores, threshold, clip_len=1):
@@ -226,8 +266,8 @@ def _far_or_none(normal_scores, threshold, clip_len=1):
 
 
 def _per_class(scores, rows, clip_video, videos, threshold, clip_len):
-    """{category: {auc, pr_auc, score_gap, far, n_videos}}, 'Normal': {far, n_videos}; {} without
-    categories."""
+    """{category: {auc, pr_auc, score_gap, far, auc_abnormal, n_videos}}, 'Normal': {far,
+    n_videos}; {} without categories."""
     categories = np.array([v.category for v in videos])
     normal_videos = np.array([v.label == 0 for v in videos])
     classes = sorted(set(categories[~normal_videos]) - {"", "Normal"})
@@ -246,6 +286,7 @@ def _per_class(scores, rows, clip_video, videos, threshold, clip_len):
         # use that class's abnormal videos + ALL normal test videos, the convention of later papers.
         in_class = (categories == c) & ~normal_videos
         out[c] = _class_metrics(*rows.subset(normal_clips | in_class[clip_video]), threshold)
+        out[c]["auc_abnormal"] = _auc_or_none(*rows.subset(in_class[clip_video]))
         out[c]["n_videos"] = int(in_class.sum())
     return out
 
