@@ -7,7 +7,8 @@ with the official test transforms (TEST.TEN_CROP for 10-crop). `torchrun` shares
 stage-2 test over GPUs.
 
 test() prints and writes to OUTPUT_DIR: `test_<name>.json` (AUC, AP, PR-AUC, score gap, both false
-alarm rates, per-class metrics on UCF-Crime/XD-Violence), `test_<name>_scores.npz` (per-video clip
+alarm rates, the AUC over the abnormal videos, the temporal localisation mAP at IoU 0.1-0.5,
+per-class metrics on UCF-Crime/XD-Violence), `test_<name>_scores.npz` (per-video clip
 scores) and, with TEST.CALIBRATION_FARS, `test_<name>_calibration.json` (thresholds for
 tools/infer.py --far). A score file is a `.npz` (or the official pickled `.npy` dict) of {video:
 clip scores (n_clips,)}."""
@@ -83,9 +84,29 @@ def report(metrics, name, logger, dataset=""):
         metrics["n_clips"],
         metrics["n_frames"],
     )
+    maps = "/".join("n/a" if v is None else f"{100 * v:.2f}" for v in metrics["map_iou"].values())
+    logger.info(
+        "%s: AUC(abnormal videos) %s  mAP@IoU %s %s%%  mean %s",
+        name,
+        _pct(metrics["auc_abnormal"]).strip(),
+        "/".join(metrics["map_iou"]),
+        maps,
+        _pct(metrics["map_mean"]).strip(),
+    )
     for category, m in metrics["per_class"].items():
-        auc = "   n/a" if m.get("auc") is None else f"{100 * m['auc']:6.2f}"
-        logger.info("  %-14s AUC %s%%  videos %d", category, auc, m["n_videos"])
+        logger.info(
+            "  %-14s AUC %s  AUC(abnormal) %s  mAP %s  videos %d",
+            category,
+            _pct(m.get("auc")),
+            _pct(m.get("auc_abnormal")),
+            _pct(m.get("map_mean")),
+            m["n_videos"],
+        )
+
+
+def _pct(value):
+    """0.8123 -> ' 81.23%'; None -> '   n/a'."""
+    return "   n/a" if value is None else f"{100 * value:6.2f}%"
 
 
 def stage2_scores(cfg, model_cfg, videos, device, rank, world):
