@@ -112,6 +112,7 @@ class SplitStores:
 
     def __init__(self, train, test):
         self.train, self.test, self.dim = train, test, train.dim
+        self.segments = getattr(train, "segments", None)
         self.names = train.names + test.names
         self._test_names = set(test.names)
 

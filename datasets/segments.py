@@ -41,6 +41,14 @@ def pool_segments(features, num_segments=32, l2_norm=False):
     return pooled.astype(np.float32)
 
 
+def _as_segments(rows, l2_norm):
+    """(S, D) segment features -> float32, L2-normalised if l2_norm (as pool_segments)."""
+    x = np.asarray(rows, dtype=np.float64)
+    if l2_norm:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return x.astype(np.float32)
+
+
 class SegmentBagSampler:
     """Yields (normal (B, S, D), abnormal (B, S, D)) float32 batches of pooled segments, one epoch
     at a time.
@@ -62,8 +70,13 @@ class SegmentBagSampler:
             batch_size,
             rng,
         )
+        # features released as Sultani's 32 segments per video (FeatureStore.segments) are the
+        # segments already: taken as they are (L2-normalised as the pooled ones)
+        given = getattr(store, "segments", None) == num_segments
         self.segments = {
-            name: pool_segments(store.get(name), num_segments, l2_norm)
+            name: _as_segments(store.get(name), l2_norm)
+            if given
+            else pool_segments(store.get(name), num_segments, l2_norm)
             for name in self.normal + self.abnormal
         }
 

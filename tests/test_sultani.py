@@ -160,3 +160,22 @@ def test_sultani_method_trains_with_the_stage1_tool(tmp_path):
     assert {"train/rank", "train/sparse", "train/smooth"} <= set(record)
     # the clip-level MLP, trained on segment means, scores test clips directly
     assert results["test"]["auc"] > 0.9
+
+
+def test_released_32_segment_features_are_taken_as_they_are():
+    """A store whose rows are Sultani's 32 segments (the .txt release): no pooling again."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from datasets.segments import SegmentBagSampler, pool_segments
+
+    rows = {n: np.arange(32 * 2, dtype=np.float32).reshape(32, 2) + k for k, n in enumerate("abcd")}
+    store = SimpleNamespace(get=rows.__getitem__, segments=32)
+    sampler = SegmentBagSampler(store, ["a", "b"], ["c", "d"], 1, 32, np.random.default_rng(0))
+    assert all(np.array_equal(sampler.segments[n], rows[n]) for n in rows)
+    # 32 rows pooled again by Sultani's bounds would repeat a row and drop the last
+    assert not np.array_equal(pool_segments(rows["a"], 32), rows["a"])
+    store.segments = None
+    pooled = SegmentBagSampler(store, ["a", "b"], ["c", "d"], 1, 32, np.random.default_rng(0))
+    assert np.array_equal(pooled.segments["a"], pool_segments(rows["a"], 32))
