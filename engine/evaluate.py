@@ -66,7 +66,7 @@ def report(metrics, name, logger, dataset=""):
     """Prints the paper's table line and the per-class table; the dataset's headline metric first
     (AP on XD-Violence: datasets/specs.py)."""
     far_nv = metrics["far_normal_videos"]
-    order = dataset_spec(dataset).headline if dataset else ("auc", "ap")
+    order = dataset_spec(dataset, own=True).headline if dataset else ("auc", "ap")
     (k1, v1), (k2, v2) = [(key.upper(), metrics[key]) for key in order]
     logger.info(
         "%s: %s %.2f%%  %s %.2f%%  PR-AUC %.2f%%  gap %.2f%%  FAR %.2f%%  "
