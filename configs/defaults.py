@@ -198,6 +198,9 @@ _C.TEST.TEN_CROP = False
 _C.TEST.BATCH_SIZE = 16  # stage 2: clips per forward pass at test time
 # target FARs on normal-video frames: thresholds -> test_<name>_calibration.json
 _C.TEST.CALIBRATION_FARS = [0.0005, 0.001, 0.01]
+# the normal videos thresholds are calibrated on: test (the test split) | val (the `val` videos of
+# DATA.MANIFEST, held out of training: the honest choice, docs/own_data.md §4)
+_C.TEST.CALIBRATION_SPLIT = "test"
 
 # key -> its allowed values, checked by validate_cfg in this order (dict registries give their keys)
 CHOICES = {
@@ -207,6 +210,7 @@ CHOICES = {
     "STAGE1.BAG_SCORE": tuple(BAG_SCORES),
     "STAGE1.METHOD": tuple(STAGE1_LOSSES),
     "PSEUDO_LABEL.CHECKPOINT": tuple(CHECKPOINT_CHOICES),
+    "TEST.CALIBRATION_SPLIT": ("test", "val"),
     "MODEL.BACKBONE": tuple(BACKBONES),
     "STAGE2.OPTIMIZER": tuple(OPTIMIZERS),
     "STAGE2.LABEL_MODE": tuple(LABEL_MODES),
@@ -281,8 +285,12 @@ def validate_cfg(cfg):
         raise ValueError(
             f"PSEUDO_LABEL.KERNEL must be a positive odd integer, got {cfg.PSEUDO_LABEL.KERNEL}"
         )
-    _check_choices(cfg, "PSEUDO_LABEL.CHECKPOINT")
-    if cfg.PSEUDO_LABEL.CHECKPOINT == "best_val" and cfg.DATA.VAL_FRACTION == 0.0:
+    _check_choices(cfg, "PSEUDO_LABEL.CHECKPOINT", "TEST.CALIBRATION_SPLIT")
+    if (
+        cfg.PSEUDO_LABEL.CHECKPOINT == "best_val"
+        and cfg.DATA.VAL_FRACTION == 0.0
+        and not cfg.DATA.MANIFEST
+    ):
         raise ValueError(
             "PSEUDO_LABEL.CHECKPOINT best_val needs a validation split: set DATA.VAL_FRACTION > 0"
         )

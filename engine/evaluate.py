@@ -19,6 +19,8 @@ import torch
 
 from datasets.build import (
     load_splits,
+    read_manifest_of,
+    validation_videos,
     open_frame_source,
     open_store,
     test_ground_truth,
@@ -201,6 +203,36 @@ def write_results(cfg, name, videos, scores, metrics, calibration, logger):
             logger.info("%s", line)
 
 
+def calibrate_on_val(cfg, test_scores, rank, world, device):
+    """TEST.CALIBRATION_SPLIT val: thresholds from the manifest's `val` videos (held out of
+    training), scored by TEST.CHECKPOINT or read from TEST.SCORES -> calibration dict."""
+    named = validation_videos(cfg)
+    if not named:
+        raise ConfigError(
+            "TEST.CALIBRATION_SPLIT val needs a validation split: DATA.MANIFEST with `val` rows "
+            "(docs/own_data.md); or set TEST.CALIBRATION_SPLIT test"
+        )
+    train, _ = load_splits(cfg)
+    videos = [v for v in train if v.name in named]
+    labels = read_manifest_of(cfg).frame_labels(sorted(named))
+    missing = sorted(named - set(labels))
+    if missing:
+        raise InputError(
+            f"{cfg.DATA.MANIFEST}: val videos {missing[:5]} have no frame count or intervals to "
+            "calibrate on: give their `frames` (or `path`), and intervals for abnormal ones"
+        )
+    if cfg.TEST.SCORES:
+        scores, clip_len = test_scores, cfg.DATA.CLIP_LEN
+    else:
+        scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
+    t = cfg.TEST
+    calibration = calibrate_split(
+        scores, labels, videos, clip_len, t.CALIBRATION_FARS, t.MAX_PAD_CLIPS
+    )
+    calibration["split"] = "val"
+    return calibration
+
+
 def test(cfg, force=False):
     """Evaluates TEST.CHECKPOINT or TEST.SCORES (exactly one set) on the test split -> metrics dict
     (utils.evaluation.evaluate); rank 0 writes the files of this module's docstring. force:
@@ -221,10 +253,13 @@ def test(cfg, force=False):
     t = cfg.TEST
     metrics = evaluate(scores, labels, videos, clip_len, t.THRESHOLD, t.MAX_PAD_CLIPS)
     calibration = None
-    if t.CALIBRATION_FARS:
+    if t.CALIBRATION_FARS and t.CALIBRATION_SPLIT == "val":
+        calibration = calibrate_on_val(cfg, scores, rank, world, device)
+    elif t.CALIBRATION_FARS:
         calibration = calibrate_split(
             scores, labels, videos, clip_len, t.CALIBRATION_FARS, t.MAX_PAD_CLIPS
         )
+        calibration["split"] = "test"
     if rank == 0:
         write_results(cfg, name, videos, scores, metrics, calibration, logger)
     dist.cleanup()

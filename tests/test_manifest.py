@@ -12,6 +12,7 @@ from datasets.splits import Video
 from run_tool import run_tool
 from utils.config import ConfigError, load_cfg
 from utils.errors import InputError, NotFoundError
+from utils.video import probe_video
 
 HEADER = "name,label,split,frames,intervals\n"
 GOOD = "a,1,train,100,10-20\nb,0,train,80,\nc,1,test,50,5-10;20-30\nd,0,test,40,\n"
@@ -171,6 +172,11 @@ def own(tmp_path_factory):
     return root
 
 
+def _is_val(root, video):
+    rows = (root / "cameras.csv").read_text().splitlines()
+    return any(r.startswith(str(video.relative_to(root)) + ",") and ",val," in r for r in rows)
+
+
 def test_every_tool_runs_on_a_dataset_of_your_own(own, tmp_path):
     from datasets.demo_features import FEATURE_DIM, extract_all
     from datasets.frames import open_frames
@@ -232,7 +238,27 @@ def test_every_tool_runs_on_a_dataset_of_your_own(own, tmp_path):
     )
     assert test["auc"] == pytest.approx(s2["test"]["auc"]) and test["n_videos"] == 4
     calibration = tmp_path / "test" / "test_last_calibration.json"
-    assert calibration.is_file()
+    assert json.loads(calibration.read_text())["split"] == "test"
+    # thresholds from the held-out val videos instead (one normal, one abnormal)
+    run_tool(
+        "test",
+        [
+            "--cfg",
+            "",
+            *stage2,
+            "TEST.CHECKPOINT",
+            str(ckpt),
+            "TEST.CALIBRATION_SPLIT",
+            "val",
+            "OUTPUT_DIR",
+            str(tmp_path / "val"),
+        ],
+    )
+    on_val = json.loads((tmp_path / "val" / "test_last_calibration.json").read_text())
+    val_normal = next(p for p in (own / "footage").rglob("*quiet.mp4") if _is_val(own, p))
+    assert on_val["split"] == "val" and on_val["n_reference_frames"] == 16 * (
+        probe_video(val_normal)[0] // 16
+    )
     # features of the fine-tuned encoder, read from the manifest's videos
     feats = run_tool(
         "extract_features",
