@@ -112,8 +112,19 @@ def _read_ucf_annotation(path):
     return table
 
 
+# the official Temporal_Anomaly_Annotation.txt: `video.mp4 class s1 e1 s2 e2`, no frame count
+UCF_SIX_COLUMNS = re.compile(r"^\S+\.(?:mp4|avi)\s+\S+(?:\s+-?\d+){4}\s*$")
+UCF_SIX_COLUMNS_HINT = (
+    "this is the official 6-column Temporal_Anomaly_Annotation.txt, which has no frame counts: use "
+    "the shipped data/ucf_crime/Temporal_Anomaly_Annotation_New.txt (the same rows with each "
+    "video's frame count as a 7th column)"
+)
+
+
 def _parse_ucf_row(path, line_no, line):
     """`video.mp4 class s1 e1 s2 e2 frames` -> (name, frames, segments up to the first -1)."""
+    if UCF_SIX_COLUMNS.match(line):
+        raise InputError(f"{path}:{line_no}: {UCF_SIX_COLUMNS_HINT}")
     parts = line.split()
     if len(parts) != 7 or not all(re.fullmatch(r"-?\d+", x) for x in parts[2:]):
         raise InputError(

@@ -89,6 +89,10 @@ def _detect_format(path, first):
     for fmt, (regex, _) in _FORMATS.items():
         if regex.match(first[1]):
             return fmt
+    from datasets.ground_truth import UCF_SIX_COLUMNS, UCF_SIX_COLUMNS_HINT
+
+    if UCF_SIX_COLUMNS.match(first[1]):
+        raise InputError(f"{path}:{first[0]}: {UCF_SIX_COLUMNS_HINT}")
     expected = "; ".join(f"{k}: {v[1]}" for k, v in _FORMATS.items())
     raise InputError(
         f"{path}:{first[0]}: cannot tell the split format from {first[1]!r}; expected one of "

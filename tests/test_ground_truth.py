@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets.ground_truth import frame_labels, intervals_to_mask, load_mask
+from datasets.ground_truth import _read_ucf_annotation, frame_labels, intervals_to_mask, load_mask
 from datasets.splits import Video, read_split
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -142,3 +142,13 @@ def test_malformed_annotation(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(ValueError, match="unknown dataset 'ucf'"):
         frame_labels([], "ucf")
+
+
+def test_the_official_six_column_ucf_annotation_points_to_the_shipped_one(tmp_path):
+    from datasets.splits import read_split
+
+    six = tmp_path / "Temporal_Anomaly_Annotation.txt"
+    six.write_text("Abuse028_x264.mp4  Abuse  165  240  -1  -1\n")
+    for read in (lambda: read_split(six, "ucf_crime"), lambda: _read_ucf_annotation(six)):
+        with pytest.raises(ValueError, match=r"txt:1: this is the official 6-column .*_New\.txt"):
+            read()
