@@ -208,10 +208,30 @@ def build_stage1_sampler(cfg, store, videos, rng):
     return build(cfg, store, normal, abnormal, rng)
 
 
+def segments_of(store, name):
+    """-> 32 when `store` holds `name` as Sultani's 32 segments (the .txt release), else None."""
+    of = getattr(store, "_of", None)
+    return getattr(of(name) if of else store, "segments", None)
+
+
+def as_clip_scores(store, scores, labels, clip_len):
+    """{video: scores} -> the same with the segment scores of segmented videos spread over the
+    clips of their ground truth (datasets.feature_sources.expand_segment_scores); videos without
+    ground truth in `labels`, or of clip rows, unchanged."""
+    from datasets.feature_sources import expand_segment_scores
+
+    segmented = {n: s for n, s in scores.items() if segments_of(store, n) and n in labels}
+    if not segmented:
+        return scores
+    lengths = {n: len(labels[n]) for n in segmented}
+    return {**scores, **expand_segment_scores(segmented, lengths, clip_len)}
+
+
 def check_test_coverage(cfg, store, videos, labels):
     """Fails before training, not at the first evaluation, when clip scores would outrun a video's
     GT."""
     zeros = {v.name: np.zeros(store.num_clips(v.name)) for v in videos}
+    zeros = as_clip_scores(store, zeros, labels, cfg.DATA.CLIP_LEN)
     expand_to_frames(
         zeros, labels, [v.name for v in videos], cfg.DATA.CLIP_LEN, cfg.TEST.MAX_PAD_CLIPS
     )

@@ -1,11 +1,11 @@
 """Sultani et al. (CVPR 2018) bags: each video's clip features mean-pooled into 32 temporal
 segments.
 
-Sultani's `Save_C3DFeat_32Segment.m`: boundaries b = round(linspace(1, n, 33)); segment i is the
-mean of clips b_i .. b_{i+1}-1 (1-based), or clip b_i alone when that range is empty (short videos
-repeat clips); each segment mean is then L2-normalised. 0-based here: b = round(linspace(0, n-1,
-33)), MATLAB rounding (half away from zero). As in that code the last clip only enters a segment
-through an empty range."""
+Sultani's `Save_C3DFeatures_32Segments.m`: boundaries b = round(linspace(1, n, 33)); segment i is
+the mean of clips b_i .. b_{i+1}-1 (1-based), or clip b_i alone when that range is empty (short
+videos repeat clips); each segment mean is then L2-normalised. 0-based here: b = round(linspace(0,
+n-1, 33)), MATLAB rounding (half away from zero). As in that code the last clip only enters a
+segment through an empty range."""
 
 import numpy as np
 from utils.errors import InputError

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from datasets.build import (
+    as_clip_scores,
     load_splits,
     read_manifest_of,
     validation_videos,
@@ -61,7 +62,9 @@ def stage1_scores(cfg, state, train_cfg, videos, device):
             "config the checkpoint was trained with"
         )
     names = [v.name for v in videos]
-    return score_videos(model.to(device), store, names, device, cfg.STAGE1.EVAL_BATCH_ROWS)
+    scores = score_videos(model.to(device), store, names, device, cfg.STAGE1.EVAL_BATCH_ROWS)
+    # Sultani's 32-segment features: each segment's score spread over its clips
+    return as_clip_scores(store, scores, test_ground_truth(cfg, videos), cfg.DATA.CLIP_LEN)
 
 
 def report(metrics, name, logger, dataset=""):

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from datasets.build import (
+    as_clip_scores,
     validation_videos,
     build_stage1_sampler,
     check_test_coverage,
@@ -114,21 +115,25 @@ class Stage1Task:
                 totals[key] = totals.get(key, 0.0) + value.item() / len(self.sampler)
         return totals
 
-    def scores(self, videos):
-        """-> {video: clip scores} of the generator."""
-        return score_videos(
+    def scores(self, videos, labels=None):
+        """-> {video: clip scores} of the generator; with `labels` (frame ground truth), the
+        scores of videos read as Sultani's 32 segments spread over their clips."""
+        scores = score_videos(
             self.model,
             self.store,
             [v.name for v in videos],
             self.device,
             self.cfg.STAGE1.EVAL_BATCH_ROWS,
         )
+        if labels is None:
+            return scores
+        return as_clip_scores(self.store, scores, labels, self.cfg.DATA.CLIP_LEN)
 
     def evaluate(self):
         """-> (test metrics, validation metric or {} without a validation split)."""
         cfg = self.cfg
         metrics = evaluate(
-            self.scores(self.test_videos),
+            self.scores(self.test_videos, self.labels),
             self.labels,
             self.test_videos,
             cfg.DATA.CLIP_LEN,
@@ -138,7 +143,7 @@ class Stage1Task:
         if not self.val_videos:
             return metrics, {}
         val = protocol.validation_metric(
-            self.scores(self.val_videos),
+            self.scores(self.val_videos, self.val_masks),
             self.val_videos,
             self.val_masks,
             cfg.DATA.CLIP_LEN,
@@ -179,7 +184,7 @@ class Stage1Task:
         # before refinement (tools/pl_quality.py)
         save_npz(out / "train_scores.npz", train_scores)
         masks = train_masks(cfg, self.train_videos)
-        test_scores = self.scores(self.test_videos)
+        test_scores = self.scores(self.test_videos, self.labels)
         metrics = evaluate(
             test_scores,
             self.labels,

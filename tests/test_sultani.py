@@ -15,8 +15,8 @@ from run_tool import run_tool
 
 
 def _matlab_segments(feats, n_seg=32):
-    """Transcription of Sultani's Save_C3DFeat_32Segment.m (1-based, MATLAB round), without its L2
-    norm."""
+    """Transcription of Sultani's Save_C3DFeatures_32Segments.m (1-based, MATLAB round), without
+    its L2 norm."""
     n = len(feats)
     shots = [int(np.floor(x + 0.5)) for x in np.linspace(1, n, n_seg + 1)]
     out = []

@@ -253,3 +253,31 @@ def test_stage1_mist_trains_on_the_txt_rows_as_clips(tmp_path):
     assert results["test"]["n_frames"] == 16 * sum(
         len(a) for n, a in tiny["arrays"].items() if n.startswith("te_")
     )
+
+
+def test_segment_scores_of_test_videos_are_spread_over_their_clips(tmp_path):
+    """Train and test videos as Sultani files: each test segment's score covers its clips of the
+    video's ground truth (Evaluate_Anomaly_Detector.m's mapping), in the metrics and the saved
+    scores."""
+    tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
+    txt = tmp_path / "txt"
+    for name, clips in tiny["arrays"].items():
+        _write_txt(txt / f"{name}_C.txt", pool_segments(clips, 32, l2_norm=True))
+    opts = {
+        "DATA.FEATURES": txt,
+        "STAGE1.METHOD": "sultani",
+        "STAGE1.PART_NUM": 32,
+        "DATA.TRAIN_MASK_DIR": "",
+    }
+    out = tmp_path / "run"
+    results = run_tool("train_stage1", tiny_opts(tiny, out, epochs=4, **opts))
+    test = np.load(out / "test_scores.npz")
+    rows = np.array(
+        [line.split() for line in (txt / "te_0001_C.txt").read_text().splitlines()], np.float32
+    )
+    n_clips = len(tiny["arrays"]["te_0001"])
+    expected = segment_scores_to_clips(_generator_scores(out, rows), n_clips)
+    np.testing.assert_allclose(test["te_0001"], expected, atol=1e-6)
+    assert results["test"]["n_clips"] == sum(
+        len(a) for n, a in tiny["arrays"].items() if n.startswith("te_")
+    )
