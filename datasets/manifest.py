@@ -184,6 +184,12 @@ def _entry(path, line, row):
     name = str(row.get("name") or (video_path.stem if video_path else ""))
     if not name:
         raise InputError(f"{where}: `name` is empty")
+    # frames h5 and feature files key a video by its file's stem (tools/make_h5.py)
+    if video_path is not None and name != video_path.stem:
+        raise InputError(
+            f"{where}: name '{name}' differs from its file's name '{video_path.stem}': frames and "
+            "features are keyed by the file name; drop `name` or rename the file"
+        )
     label = _int(where, row, "label")
     if label not in (0, 1):
         raise InputError(f"{where}: label {row['label']!r} of '{name}' must be 0 or 1")
@@ -253,7 +259,7 @@ def _intervals(where, row, entry):
             f"{field}; set its label to 1 or drop the intervals"
         )
     if field == "intervals_s":
-        fps = float(row["fps"]) if "fps" in row else _video_info(where, entry)[1]
+        fps = _fps(where, row) if "fps" in row else _video_info(where, entry)[1]
         pairs = [(round(s * fps), round(e * fps)) for s, e in pairs]
     if any(s != int(s) or e != int(e) for s, e in pairs):
         raise InputError(
@@ -261,6 +267,16 @@ def _intervals(where, row, entry):
             "intervals_s for seconds"
         )
     return tuple((int(s), int(e)) for s, e in pairs)
+
+
+def _fps(where, row):
+    try:
+        fps = float(row["fps"])
+    except (TypeError, ValueError):
+        fps = math.nan
+    if not (math.isfinite(fps) and fps > 0):
+        raise InputError(f"{where}: fps {row['fps']!r} must be a positive number")
+    return fps
 
 
 def _pairs(where, field, value):

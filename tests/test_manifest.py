@@ -101,6 +101,12 @@ def test_bad_columns_and_missing_files(tmp_path):
         read_manifest(_write(tmp_path, "path,label,split\ncams/a.mp4,1,train\n"))
     with pytest.raises(InputError, match=r"m\.csv:3: 2 values for the 3 columns"):
         read_manifest(_write(tmp_path, "name,label,split\na,1,train\nb,0\n"))
+    with pytest.raises(InputError, match=r"m\.csv:2: fps 'fast' must be a positive number"):
+        read_manifest(_write(tmp_path, "name,label,split,fps,intervals_s\na,1,test,fast,1-2\n"))
+    (tmp_path / "cams").mkdir()
+    (tmp_path / "cams" / "a.mp4").write_bytes(b"")
+    with pytest.raises(InputError, match=r"m\.csv:2: name 'b' differs from its file's name 'a'"):
+        read_manifest(_write(tmp_path, "name,path,label,split\nb,cams/a.mp4,1,train\n"))
     with pytest.raises(NotFoundError, match=r"manifest .*none\.csv does not exist"):
         read_manifest(tmp_path / "none.csv")
 
