@@ -32,6 +32,8 @@ from utils.video import probe_video
 from utils.video_scoring import score_videos_on_frames
 
 CLIP_LEN = 16
+# clips per forward pass
+BATCH = 16
 
 
 @dataclass
@@ -104,13 +106,14 @@ class Detector(_Scores):
         n_clips = len(frames) // CLIP_LEN
         if n_clips == 0:
             raise InputError(f"{len(frames)} frames: at least {CLIP_LEN} are needed for one clip")
-        scores = []
+        # one transform per clip (as the frame sources feed tools/test.py), BATCH clips a forward
+        clips = [self.transform(frames[k * CLIP_LEN : (k + 1) * CLIP_LEN]) for k in range(n_clips)]
+        views = clips[0].shape[0] if clips[0].dim() == 5 else 1
+        x = torch.stack(clips).flatten(0, 1) if views > 1 else torch.stack(clips)
         with torch.no_grad():
-            for k in range(n_clips):
-                x = self.transform(frames[k * CLIP_LEN : (k + 1) * CLIP_LEN])
-                # ten-crop: (10, 3, T, c, c), the views' scores averaged
-                x = x if x.dim() == 5 else x[None]
-                scores.append(anomaly_score(self.model(x.to(self.device))).mean().item())
+            out = [anomaly_score(self.model(b.to(self.device))) for b in x.split(BATCH * views)]
+        # ten-crop: the views' scores averaged
+        scores = torch.cat(out).reshape(n_clips, views).mean(dim=1).cpu().numpy()
         return self._result(scores, len(frames))
 
 
