@@ -43,9 +43,9 @@ from utils.scoring import score_videos
 from utils.video_scoring import score_videos_on_frames
 
 
-def stage1_scores(cfg, state, train_cfg, videos, device):
-    """Scores every clip of `videos` with a stage-1 checkpoint, rebuilt from its own config
-    train_cfg."""
+def stage1_scores(cfg, state, train_cfg, videos, labels, device):
+    """Scores every clip of `videos` (frame ground truth `labels`) with a stage-1 checkpoint,
+    rebuilt from its own config train_cfg."""
     model = build_generator(train_cfg)
     try:
         model.load_state_dict(state["model"])
@@ -64,7 +64,7 @@ def stage1_scores(cfg, state, train_cfg, videos, device):
     names = [v.name for v in videos]
     scores = score_videos(model.to(device), store, names, device, cfg.STAGE1.EVAL_BATCH_ROWS)
     # Sultani's 32-segment features: each segment's score spread over its clips
-    return as_clip_scores(store, scores, test_ground_truth(cfg, videos), cfg.DATA.CLIP_LEN)
+    return as_clip_scores(store, scores, labels, cfg.DATA.CLIP_LEN)
 
 
 def report(metrics, name, logger, dataset=""):
@@ -146,14 +146,14 @@ def score_frames(cfg, model, frames, videos, transform, device, rank=0, world=1)
     )
 
 
-def checkpoint_scores(cfg, videos, rank, world, device):
+def checkpoint_scores(cfg, videos, labels, rank, world, device):
     """-> ({video: clip scores}, clip length in frames) of TEST.CHECKPOINT, dispatched on its
     kind."""
     state, saved = read_checkpoint(cfg.TEST.CHECKPOINT)
     kind = state.get("kind") if isinstance(state, dict) else None
     own = cfg if saved is None else saved
     if kind == "stage1":
-        return stage1_scores(cfg, state, own, videos, device), cfg.DATA.CLIP_LEN
+        return stage1_scores(cfg, state, own, videos, labels, device), cfg.DATA.CLIP_LEN
     try:
         scores, frames = stage2_scores(
             cfg, own if kind == "stage2" else cfg, videos, device, rank, world
@@ -215,8 +215,7 @@ def calibrate_on_val(cfg, test_scores, rank, world, device):
             "TEST.CALIBRATION_SPLIT val needs a validation split: DATA.MANIFEST with `val` rows "
             "(docs/own_data.md); or set TEST.CALIBRATION_SPLIT test"
         )
-    train, _ = load_splits(cfg)
-    videos = [v for v in train if v.name in named]
+    videos = read_manifest_of(cfg).videos("val")
     labels = read_manifest_of(cfg).frame_labels(sorted(named))
     missing = sorted(named - set(labels))
     if missing:
@@ -227,7 +226,7 @@ def calibrate_on_val(cfg, test_scores, rank, world, device):
     if cfg.TEST.SCORES:
         scores, clip_len = test_scores, cfg.DATA.CLIP_LEN
     else:
-        scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
+        scores, clip_len = checkpoint_scores(cfg, videos, labels, rank, world, device)
     t = cfg.TEST
     calibration = calibrate_split(
         scores, labels, videos, clip_len, t.CALIBRATION_FARS, t.MAX_PAD_CLIPS
@@ -252,7 +251,7 @@ def test(cfg, force=False):
     if cfg.TEST.SCORES:
         scores, clip_len = load_score_dict(cfg.TEST.SCORES), cfg.DATA.CLIP_LEN
     else:
-        scores, clip_len = checkpoint_scores(cfg, videos, rank, world, device)
+        scores, clip_len = checkpoint_scores(cfg, videos, labels, rank, world, device)
     t = cfg.TEST
     metrics = evaluate(scores, labels, videos, clip_len, t.THRESHOLD, t.MAX_PAD_CLIPS)
     calibration = None
