@@ -41,17 +41,20 @@ def publish(run_dir, checkpoint="best_val", out_dir=None, force=False):
     out = Path(out_dir) if out_dir else run_dir / "release"
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{source.stem}.publishing"
-    torch.save(release, tmp)
-    digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    name = f"{run_dir.resolve().name}_{source.stem}-{digest[:8]}"
-    final = out / f"{name}.pth"
-    if final.exists() and not force:
-        tmp.unlink()
-        raise ExistsError(f"{final} exists: pass --force to write it again")
-    tmp.replace(final)
-    card = model_card(run_dir, source, release, cfg, digest, final.name)
-    write_json(out / f"{name}.json", card)
-    write_text_atomic(out / f"{name}.md", card_text(card))
+    try:
+        torch.save(release, tmp)
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        name = f"{run_dir.resolve().name}_{source.stem}-{digest[:8]}"
+        final = out / f"{name}.pth"
+        if final.exists() and not force:
+            raise ExistsError(f"{final} exists: pass --force to write it again")
+        card = model_card(run_dir, source, release, cfg, digest, final.name)
+        write_json(out / f"{name}.json", card)
+        write_text_atomic(out / f"{name}.md", card_text(card))
+        # the release file last: where it exists, its model card does too
+        tmp.replace(final)
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("released %s (sha256 %s), model card %s", final, digest, out / f"{name}.md")
     return {"file": str(final), "sha256": digest, "card": card}
 

@@ -42,6 +42,10 @@ def test_release_is_weights_and_config_named_by_its_digest(run, tmp_path):
     assert test["auc"] == results["test"]["auc"]
     with pytest.raises(ExistsError, match="pass --force"):
         run_tool("publish", [str(run_dir), "--checkpoint", "last", "--out", str(tmp_path)])
+    # the refused run left nothing behind: the release, its two cards, the test's folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [path.name, path.with_suffix(".json").name, path.with_suffix(".md").name, "t"]
+    )
 
 
 def test_a_changed_release_is_refused_by_every_loader(run, tmp_path):
