@@ -268,23 +268,16 @@ class _PoolVideo:
 
 
 # --------------------------------------------------------------------------------------------- ours
-def bench_cfg(mode="default"):
+def bench_cfg(mode="default", dim=1024):
     """The stage-1 config of a path: the defaults with the official batch shape (B, L, T, TOPK)."""
-    return load_cfg(
-        None,
-        [
-            "STAGE1.BATCH_SIZE",
-            str(B),
-            "STAGE1.PART_NUM",
-            str(L),
-            "STAGE1.PART_LEN",
-            str(T),
-            "STAGE1.TOPK",
-            str(TOPK),
-            "STAGE1.FAST_DROPOUT",
-            str(mode == "default"),
-        ],
-    )
+    shape = {
+        "STAGE1.BATCH_SIZE": B,
+        "STAGE1.PART_NUM": L,
+        "STAGE1.PART_LEN": T,
+        "STAGE1.TOPK": TOPK,
+    }
+    opts = {**shape, "STAGE1.FAST_DROPOUT": mode == "default", "DATA.FEATURE_DIM": dim}
+    return load_cfg(None, [str(x) for kv in opts.items() for x in kv])
 
 
 def our_steps(model, optimizer, sampler, mode, cfg):
@@ -307,9 +300,7 @@ def our_steps(model, optimizer, sampler, mode, cfg):
 
 def fresh_model(dim, seed=0, mode="default"):
     torch.manual_seed(seed)
-    cfg = bench_cfg(mode)
-    cfg.defrost()
-    cfg.DATA.FEATURE_DIM = dim
+    cfg = bench_cfg(mode, dim)
     model = build_generator(cfg)
     return model, build_optimizer(cfg, model)
 
