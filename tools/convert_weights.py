@@ -8,7 +8,6 @@ layout.
 Keys are checked against MIST(backbone); shapes are checked when the file is loaded into a model.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from utils import cli
 
 def parse_args(argv):
     # no --cfg: a conversion takes no config
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.tool_parser(__doc__, cfg=False)
     parser.add_argument("input", help="checkpoint to convert (.pth, .pt, .pickle)")
     parser.add_argument("output", help="where to write the converted state dict")
     parser.add_argument(

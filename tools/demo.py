@@ -6,7 +6,6 @@ Videos -> frames h5 -> features -> stage 1 -> pseudo-labels -> stage 2 -> test, 
 (engine/demo.py). An interrupted demo continues where it stopped.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from utils import cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.tool_parser(__doc__, cfg=False)
     parser.add_argument(
         "--out", default="output/demo_video", help="folder for everything the demo writes"
     )

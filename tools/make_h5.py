@@ -10,7 +10,6 @@ the same command again after a kill. Exit code: 0; 1 if any video was skipped (u
 --allow-skips); 2 when nothing is written; 130 on Ctrl-C (engine/frames_h5.py says more).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from utils import cli
 
 def parse_args(argv=None):
     # no --cfg: a conversion takes no config
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.tool_parser(__doc__, cfg=False)
     parser.add_argument(
         "videos", help="folder of videos (recursive), list file of video paths, or one video"
     )

@@ -12,7 +12,6 @@ measured against the per-frame masks of the split's abnormal videos (default: th
 ShanghaiTech training videos; engine/pl_quality.py says more).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from utils import cli
 
 def parse_args(argv):
     # no --cfg: the inputs are files and folders
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.tool_parser(__doc__, cfg=False)
     parser.add_argument("pl_file", help="pseudo-label file (.npz / .npy) or a stage-1 run folder")
     parser.add_argument(
         "--raw", help="generator scores before refinement (default: RUN/train_scores.npz)"

@@ -6,7 +6,6 @@ Writes <run>_<checkpoint>-<sha256[:8]>.pth with .md / .json model cards (engine/
 tools/test.py, tools/infer.py and every other loader verify such a file against its name.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -17,9 +16,7 @@ from utils import cli
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = cli.tool_parser(__doc__, cfg=False)
     parser.add_argument("run_dir", help="a finished run's OUTPUT_DIR")
     parser.add_argument(
         "--checkpoint", default="best_val", help="last | best | best_val (default; else last)"

@@ -85,18 +85,19 @@ def _first_to_say(message):
     return True
 
 
-def tool_parser(doc, cfg_default=""):
+def tool_parser(doc, cfg_default="", cfg=True):
     """-> the ArgumentParser every tool starts from: description and usage text from the tool's
-    docstring, `--cfg FILE` (default `cfg_default`), and trailing `KEY VALUE` config overrides
-    (`opts`). The tool adds its own arguments, then parses with parse_intermixed_args (options may
-    follow positionals)."""
+    docstring and, for a tool driven by a config (cfg), `--cfg FILE` (default `cfg_default`). The
+    tool adds its own arguments (add_overrides for trailing `KEY VALUE` config overrides), then
+    parses."""
     first, _, rest = (doc or "").strip().partition("\n")
     parser = argparse.ArgumentParser(
         description=first,
         epilog=rest.strip() or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--cfg", default=str(cfg_default), help="experiment YAML (configs/...)")
+    if cfg:
+        parser.add_argument("--cfg", default=str(cfg_default), help="experiment YAML (configs/...)")
     return parser
 
 
