@@ -169,7 +169,7 @@ def _check_finite(x, where):
         )
 
 
-def _l2_normalise(x):
+def l2_normalise(x):
     """x: (n, D) float32 -> (n, D) float32, every row divided by its L2 norm (zero rows stay
     zero)."""
     norm = np.sqrt(np.einsum("ij,ij->i", x, x))[:, None]

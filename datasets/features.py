@@ -40,7 +40,7 @@ from datasets.feature_sources import (  # noqa: F401  canonical_name is public A
     _ListSource,
     _SultaniTxtSource,
     _check_finite,
-    _l2_normalise,
+    l2_normalise,
     canonical_name,
 )
 from utils.errors import InputError, MissingKeyError, NotFoundError, OutOfRangeError
@@ -108,7 +108,7 @@ class FeatureStore:
         return x
 
     def _finish(self, x):
-        return _l2_normalise(x) if self._l2 else x
+        return l2_normalise(x) if self._l2 else x
 
     def _vids(self, names):
         """names -> int64 positions in self.names; unknown names raise KeyError."""

@@ -21,7 +21,7 @@ import torch
 
 from configs.defaults import get_cfg_defaults
 from datasets.build import test_transform
-from datasets.feature_sources import _l2_normalise
+from datasets.feature_sources import l2_normalise
 from datasets.frames import open_frames
 from models.loading import load_generator, load_mist
 from models.mist import anomaly_score
@@ -128,7 +128,7 @@ class FeatureDetector(_Scores):
         if x.ndim != 2 or x.shape[1] != dim:
             raise InputError(f"features must be (n_clips, {dim}) for this generator, got {x.shape}")
         # as the feature store reads them for training and tools/test.py
-        x = torch.from_numpy(_l2_normalise(x) if self.cfg.DATA.L2_NORM else x)
+        x = torch.from_numpy(l2_normalise(x) if self.cfg.DATA.L2_NORM else x)
         with torch.no_grad():
             scores = self.model(x.to(self.device)).reshape(-1).cpu().numpy()
         return self._result(scores, len(scores) * CLIP_LEN)
