@@ -3,10 +3,10 @@
 The release keeps what loading and testing need — the model's weights, the run's config, its kind
 (stage1 / stage2), epoch and best record — and drops the optimizer, scheduler, scaler, gradients and
 random streams. As in mmaction2's model zoo, the file's name ends with the first 8 hex digits of its
-sha256 (`<run>_<checkpoint>-1a2b3c4d.pth`); every loader of the project (utils.checkpoint
-torch_load_safely) checks a file named so against its digest and refuses a file that does not match.
-Next to it: `<same>.md`, the model card (config, data, metrics, commit, sha256), and `<same>.json`,
-the same as data.
+sha256 (more while they are all decimal digits) (`<run>_<checkpoint>-1a2b3c4d.pth`); every loader of
+the project (utils.checkpoint torch_load_safely) checks a file named so against its digest and
+refuses a file that does not match. Next to it: `<same>.md`, the model card (config, data, metrics,
+commit, sha256), and `<same>.json`, the same as data.
 """
 
 import datetime
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from utils.checkpoint import read_checkpoint, write_json, write_text_atomic
+from utils.checkpoint import read_checkpoint, release_prefix, write_json, write_text_atomic
 from utils.errors import ExistsError, NotFoundError
 
 logger = logging.getLogger("mist")
@@ -44,7 +44,7 @@ def publish(run_dir, checkpoint="best_val", out_dir=None, force=False):
     try:
         torch.save(release, tmp)
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        name = f"{run_dir.resolve().name}_{source.stem}-{digest[:8]}"
+        name = f"{run_dir.resolve().name}_{source.stem}-{release_prefix(digest)}"
         final = out / f"{name}.pth"
         if final.exists() and not force:
             raise ExistsError(f"{final} exists: pass --force to write it again")

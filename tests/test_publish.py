@@ -10,6 +10,7 @@ import torch
 
 from run_tool import run_tool
 from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
+from utils.checkpoint import release_prefix, verify_release
 from utils.errors import ExistsError, InputError
 
 
@@ -24,7 +25,7 @@ def run(tmp_path_factory):
 def test_release_is_weights_and_config_named_by_its_digest(run, tmp_path):
     tiny, run_dir, results = run
     out = run_tool("publish", [str(run_dir), "--checkpoint", "last", "--out", str(tmp_path)])
-    path = tmp_path / "run_last-{}.pth".format(out["sha256"][:8])
+    path = tmp_path / "run_last-{}.pth".format(release_prefix(out["sha256"]))
     assert out["file"] == str(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == out["sha256"]
     release = torch.load(path, weights_only=True)
@@ -57,3 +58,15 @@ def test_a_changed_release_is_refused_by_every_loader(run, tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(InputError, match=r"its name says sha256 [0-9a-f]{8}\.\.\., but the file"):
         run_tool("test", tiny_opts(tiny, tmp_path / "t") + ["TEST.CHECKPOINT", str(path)])
+
+
+def test_only_release_names_are_verified(tmp_path):
+    assert release_prefix("12345678" + "9a" + "0" * 54) == "123456789a"
+    assert release_prefix("1a2b3c4d" + "0" * 56) == "1a2b3c4d"
+    # a date or an epoch number ends many a checkpoint's name: never taken for a digest
+    for name in ("model-20260301.pth", "epoch-00000010.pth", "plain.pth"):
+        (tmp_path / name).write_bytes(b"anything")
+        verify_release(tmp_path / name)
+    (tmp_path / "model-deadbeef.pth").write_bytes(b"anything")
+    with pytest.raises(InputError, match="its name says sha256 deadbeef"):
+        verify_release(tmp_path / "model-deadbeef.pth")

@@ -37,14 +37,24 @@ def torch_load_safely(path):
         raise InputError(f"cannot read {path}: {_load_failure(err)}") from None
 
 
-RELEASE_NAME = re.compile(r"-([0-9a-f]{8})$")
+# a release's name ends with its sha256 prefix: 8 or more hex digits, at least one a letter (so a
+# date or an epoch number, all digits, is never taken for one; tools/publish.py extends the prefix)
+RELEASE_NAME = re.compile(r"-([0-9a-f]{8,64})$")
+
+
+def release_prefix(digest):
+    """sha256 hex digest -> the shortest prefix of 8 or more digits holding a letter a-f."""
+    n = 8
+    while digest[:n].isdigit():
+        n += 1
+    return digest[:n]
 
 
 def verify_release(path):
-    """A file whose name ends with `-<8 hex digits>` (a tools/publish.py release, as mmaction2's
-    model zoo names them) must have a sha256 starting with them; InputError otherwise."""
+    """A file whose name ends with `-<sha256 prefix>` (a tools/publish.py release, as mmaction2's
+    model zoo names them) must have a sha256 starting with it; InputError otherwise."""
     named = RELEASE_NAME.search(Path(path).stem)
-    if named is None:
+    if named is None or named.group(1).isdigit():
         return
     digest = hashlib.sha256()
     with open(path, "rb") as f:
