@@ -51,92 +51,22 @@ import h5py
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import nn
 from utils.progress import bar as progress_bar
 
-from datasets.build import test_transform
 from datasets.frames import open_frames
 from datasets.splits import read_split
-from datasets.transforms import normalise
-from models.c3d_fc6 import load_c3d_fc6
-from models.i3d import I3D
-from models.loading import inference_amp, load_mist
-from models.weights import load_weights
+from engine.encoders import ENCODERS, build_encoder
+from models.loading import inference_amp
 from utils.checkpoint import missing_dirs, remove_empty_dirs
 from utils.distributed import broadcast_object, cleanup, gather_dicts
 from utils.env import resolve_device
-from utils.errors import ExistsError, InputError, NotFoundError, UserError
+from utils.errors import ExistsError, UserError
 from utils.video_scoring import autocast, worker_segments
 
 logger = logging.getLogger("mist.extract")
-ENCODERS = ("i3d", "c3d", "mist")
+__all__ = ["ENCODERS", "extract", "extract_features"]
 PARTIAL = ".partial"  # h5 key suffix of a video being written
 PARTS = ".parts"  # suffix of the folder of the ranks' h5 parts
-
-
-class PooledI3D(nn.Module):
-    """Vanilla I3D features: clips (B, 3, 16, H, W) -> mixed_5c averaged over time and space (B,
-    1024)."""
-
-    def __init__(self, backbone):
-        super().__init__()
-        self.backbone = backbone
-        self.dim = backbone.out_channels
-
-    def forward(self, clips):
-        return self.backbone(clips)[0].mean(dim=(2, 3, 4))
-
-
-class PooledMIST(nn.Module):
-    """Fine-tuned MIST features: clips -> global average of (1 + A) * F5 (B, C): the head's
-    input."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        self.dim = model.backbone.out_channels
-
-    def forward(self, clips):
-        return self.model(clips)["feature_map"].mean(dim=(2, 3, 4))
-
-
-def build_encoder(kind, weights, cfg):
-    """-> (encoder module in eval mode with .dim, backbone name of its transform)."""
-    if not Path(weights).is_file():
-        raise NotFoundError(
-            f"--weights {str(weights)!r} does not exist: pass the encoder's checkpoint file"
-        )
-    if kind == "i3d":
-        backbone = I3D(width=cfg.MODEL.WIDTH)
-        load_weights(backbone, weights)
-        return PooledI3D(backbone).eval(), "i3d"
-    if kind == "c3d":
-        model = load_c3d_fc6(weights, cfg.MODEL.WIDTH)
-        model.dim = model.fc6.out_features
-        return model, "c3d"
-    model, model_cfg = load_mist(weights, cfg)
-    return PooledMIST(model).eval(), model_cfg.MODEL.BACKBONE
-
-
-class FirstViews:
-    """The first `n` views of a ten-crop transform (--crops 5: the corners and centre, no
-    mirrors)."""
-
-    def __init__(self, transform, n):
-        self.transform, self.n, self.backbone = transform, n, transform.backbone
-
-    def __call__(self, frames):
-        return self.transform(frames)[: self.n]
-
-    def uint8(self):
-        return FirstViews(self.transform.uint8(), self.n)
-
-
-def make_transform(cfg, backbone, crops):
-    """-> frames uint8 (16, H, W, 3) -> (3, 16, h, w) for crops 1, or (crops, 3, 16, c, c); .uint8()
-    as TestTransform's."""
-    transform = test_transform(cfg, backbone=backbone, ten_crop=crops > 1)
-    return transform if crops in (1, 10) else FirstViews(transform, crops)
 
 
 class H5Writer:
@@ -317,8 +247,6 @@ def extract(
 ):
     """Extracts the features of every video of `source` (or `names`) into `out` -> report dict (the
     same on every rank of a torchrun job)."""
-    if crops not in (1, 5, 10):
-        raise InputError(f"--crops {crops}: use 1, 5 (corners + centre) or 10 (and their mirrors)")
     rank, world, device = init_ranks(cfg.DEVICE, timeout_hours)
     try:
         return _extract(
@@ -332,8 +260,8 @@ def _extract(
     source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device
 ):
     start = time.time()
-    encoder, backbone = build_encoder(kind, weights, cfg)
-    transform = make_transform(cfg, backbone, crops)
+    encoder = build_encoder(kind, weights, cfg, crops)
+    backbone, transform = encoder.name, encoder.transform
     view = tuple(transform(np.zeros((16, 240, 320, 3), np.uint8)).shape)
     amp = inference_amp(cfg.INFER.AMP, device)
     config = {
@@ -358,7 +286,7 @@ def _extract(
         kind=kind,
         backbone=backbone,
         config=config,
-        encoder=encoder.to(device),
+        encoder=encoder,
         transform=transform,
         view=view,
         amp=amp,
@@ -423,7 +351,6 @@ def _extract_videos(job):
         job.encoder,
         frames,
         todo,
-        job.transform,
         writer,
         job.cfg,
         job.device,
@@ -480,13 +407,14 @@ class VideoBatches(torch.utils.data.IterableDataset):
 
 
 @torch.inference_mode()
-def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, progress):
-    """Encodes every clip of `todo`; each video is written as soon as its last batch is done ->
-    clips."""
+def run_encoder(encoder, frames, todo, writer, cfg, device, amp, progress):
+    """Encodes every clip of `todo` with the Encoder `encoder` (engine/encoders.py); each video is
+    written as soon as its last batch is done -> clips."""
+    module = encoder.module.to(device)
     counts = {n: frames.num_segments(n) for n in todo}
     buffers, filled = {}, dict.fromkeys(todo, 0)
     loader = torch.utils.data.DataLoader(
-        VideoBatches(frames, todo, transform.uint8(), cfg.TEST.BATCH_SIZE),
+        VideoBatches(frames, todo, encoder.transform.uint8(), cfg.TEST.BATCH_SIZE),
         batch_size=None,
         num_workers=cfg.DATA.NUM_WORKERS,
         pin_memory=device.type == "cuda",
@@ -500,12 +428,12 @@ def run_encoder(encoder, frames, todo, transform, writer, cfg, device, amp, prog
     )
     for video_idx, first, clips in loader:
         name, views = todo[video_idx], clips.shape[1] if clips.dim() == 6 else 1
-        clips = normalise(clips.to(device, non_blocking=True), transform.backbone)
+        clips = encoder.normalise(clips.to(device, non_blocking=True))
         if device.type == "cpu":
             # the float path's layout: another memory format takes other CPU kernels, other bits
             clips = clips.contiguous()
         with autocast(device, amp):
-            feats = encoder(clips.flatten(0, 1) if views > 1 else clips)
+            feats = module(clips.flatten(0, 1) if views > 1 else clips)
         feats = feats.float().view(-1, views, feats.shape[-1]).cpu().numpy()
         buffer = buffers.setdefault(
             name, np.empty((counts[name], views, feats.shape[-1]), np.float32)

@@ -40,28 +40,31 @@ class MIST(nn.Module):
         """clips: (B, 3, 16, H, W) -> dict of
         logits (B, 2) and guided_logits (B, 2): pre-softmax;
         attention A (B, 1, 1, h, w) in (0, 1); feature_map (1 + A) * F5 (B, C, 2, h, w);
+        pooled (B, C): the head's input, the global average of feature_map;
         sga_m M* (B, 2k, 2, h, w). h, w = 7, 7 for I3D at 224x224 and C3D at 112x112.
         Without SGA, guided_logits, attention and sga_m are None and feature_map is F5.
         """
         f5, f4 = self.backbone(clips)
         if self.sga is None:
-            logits = self.head(self.dropout(f5.mean(dim=(2, 3, 4))))
+            pooled = f5.mean(dim=(2, 3, 4))
             return {
-                "logits": logits,
+                "logits": self.head(self.dropout(pooled)),
                 "guided_logits": None,
                 "attention": None,
                 "feature_map": f5,
+                "pooled": pooled,
                 "sga_m": None,
             }
         attention, guided_logits, sga_m = self.sga(f4)
         # A broadcasts over channels and time: F = F5 + A * F5 (§3.4)
         feature_map = f5 + attention * f5
-        logits = self.head(self.dropout(feature_map.mean(dim=(2, 3, 4))))
+        pooled = feature_map.mean(dim=(2, 3, 4))
         return {
-            "logits": logits,
+            "logits": self.head(self.dropout(pooled)),
             "guided_logits": guided_logits,
             "attention": attention,
             "feature_map": feature_map,
+            "pooled": pooled,
             "sga_m": sga_m,
         }
 

@@ -19,6 +19,7 @@ from models.mist import MIST
 from models.weights import CheckpointError
 from tests.stage2_fixtures import make_tiny_videos
 from engine import extract as ef
+from engine.encoders import PooledI3D, build_encoder
 from utils import cli
 from utils.config import load_cfg
 from utils.errors import UserError
@@ -117,10 +118,11 @@ def test_c3d_fc6_loads_the_davidea_layout(weights):
 
 def test_i3d_and_mist_features_are_global_averages(weights):
     cfg = load_cfg(None, TINY)
-    i3d, _ = ef.build_encoder("i3d", weights["i3d"], cfg)
-    mist, backbone = ef.build_encoder(
+    i3d = build_encoder("i3d", weights["i3d"], cfg).module
+    mist_encoder = build_encoder(
         "mist", weights["mist"], load_cfg(None, TINY + ["MODEL.BACKBONE", "c3d"])
     )
+    mist, backbone = mist_encoder.module, mist_encoder.name
     x = torch.randn(2, 3, 16, 32, 32)
     with torch.no_grad():
         # 1024 x W
@@ -163,7 +165,7 @@ def test_real_video_features_match_the_encoder_on_its_clips(weights, tmp_path):
     )
     feats = _h5(tmp_path / "i3d.h5")["Normal_Videos020_x264_head100.npy"]
     assert feats.shape == (6, 64) and report["clips"] == 6 and report["dim"] == 64
-    encoder = ef.PooledI3D(I3D(W))
+    encoder = PooledI3D(I3D(W))
     encoder.backbone.load_state_dict(torch.load(weights["i3d"], weights_only=True))
     transform = TestTransform("i3d", "shanghaitech", size=((32, 40), 32))
     frames = read_video_frames(REAL, 0, 96)
@@ -241,7 +243,7 @@ def test_uint8_clips_give_the_float_paths_features_bit_for_bit(weights, tiny_vid
     0-3, 4-7, ..."""
     _run(tiny_videos["frames"], tmp_path / "c3d.h5", "c3d", weights["c3d"], opts=C3D_SIZE)
     feats = _h5(tmp_path / "c3d.h5")
-    encoder, _ = ef.build_encoder("c3d", weights["c3d"], load_cfg(None, TINY + C3D_SIZE))
+    encoder = build_encoder("c3d", weights["c3d"], load_cfg(None, TINY + C3D_SIZE)).module
     transform = TestTransform("c3d", "shanghaitech", size=((32, 40), 32))
     frames = open_frames(tiny_videos["frames"])
     for name in frames.names:
@@ -281,7 +283,7 @@ def test_npy_folder_is_an_rtfm_list_stage1_reads(weights, tiny_videos, tmp_path)
     # the 5 views are the corners + centre of the 10-crop transform (no mirrors), each through the
     # encoder
     cfg = load_cfg(None, TINY + C3D_SIZE + ["MODEL.BACKBONE", "c3d"])
-    encoder, _ = ef.build_encoder("mist", weights["mist"], cfg)
+    encoder = build_encoder("mist", weights["mist"], cfg).module
     frames = open_frames(tiny_videos["frames"]).read_segments("tr_0001", 0, len(raw))
     ten = TestTransform("c3d", "shanghaitech", ten_crop=True, size=((32, 40), 32))
     views = torch.stack([ten(frames[16 * k : 16 * k + 16])[:5] for k in range(len(raw))])
