@@ -9,6 +9,8 @@ builder + an entry here (CONTRIBUTING.md); engine/extract.py only runs what the 
              .uint8() gives the same geometry as uint8 BGR frames (channels last)
   normalise  uint8 clips from transform.uint8() -> the float32 input of `module`, on any device
   name       the file suffix of the npy layout ('<video>_<name>.npy') and the config's backbone
+  frames     True when module(clips, frames=True) -> (features (N, dim), per-frame (N, 16, dim)),
+             the features being the mean of the frames' (--frame-features writes those too)
 """
 
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from torch import nn
 from datasets.build import test_transform
 from datasets.transforms import normalise
 from models.c3d_fc6 import load_c3d_fc6
+from models.clip_features import ClipTransform, load_clip_visual, normalise_clip
 from models.i3d import I3D
 from models.loading import load_mist
 from models.weights import load_weights
@@ -37,6 +40,7 @@ class Encoder:
     transform: object
     normalise: Callable
     name: str
+    frames: bool = False
 
 
 class PooledI3D(nn.Module):
@@ -117,8 +121,27 @@ def mist_encoder(weights, cfg, crops):
     return _record(PooledMIST(model.eval()), cfg, model_cfg.MODEL.BACKBONE, crops)
 
 
+def clip_encoder(arch, name):
+    """-> the builder of the open_clip image tower `arch` (OpenAI CLIP weights: QuickGELU) as an
+    encoder `name`: the mean of the 16 frames' embeddings at CLIP's own preprocessing
+    (models/clip_features.py, docs/clip.md); DATA.TEST_SIZE does not apply."""
+
+    def build(weights, cfg, crops):
+        model = load_clip_visual(arch, weights)
+        transform = ClipTransform(model.image_size, crops)
+        return Encoder(model, model.dim, transform, normalise_clip, name, frames=True)
+
+    return build
+
+
 # --encoder NAME -> builder(weights, cfg, crops) -> Encoder
-ENCODERS = {"i3d": i3d_encoder, "c3d": c3d_encoder, "mist": mist_encoder}
+ENCODERS = {
+    "i3d": i3d_encoder,
+    "c3d": c3d_encoder,
+    "mist": mist_encoder,
+    "clip_vit_b16": clip_encoder("ViT-B-16-quickgelu", "clip_vit_b16"),
+    "clip_vit_l14": clip_encoder("ViT-L-14-quickgelu", "clip_vit_l14"),
+}
 
 
 def build_encoder(kind, weights, cfg, crops=1):
