@@ -1,5 +1,5 @@
-"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D or a fine-tuned
-MIST encoder.
+"""Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D, a fine-tuned
+MIST or a CLIP image encoder.
 
 tools/extract_features.py is the command line; `extract_features` is its procedure, `extract` the
 extraction itself (the same report on every rank of a torchrun job).
@@ -12,6 +12,11 @@ features):
   mist  a MIST checkpoint (stage 2; ours carry their config, others take --cfg's MODEL keys): global
         average of the SGA-weighted feature map (1 + A) * F5, 1024-d (I3D) or 512-d (C3D: MIST-C3D
         has no fc6)
+  clip_vit_b16, clip_vit_l14  OpenAI CLIP's image tower (open_clip): the mean of the clip's 16
+        frame embeddings, 512-d / 768-d, at CLIP's own preprocessing (docs/clip.md);
+        --frame-features also writes each frame's embedding: h5 dataset 'frames/<video>.npy' /
+        '<video>_<backbone>_frames.npy', (16 * n_clips, D) or (16 * n_clips, crops, D), written
+        before the video's clip features (whose key marks it finished)
 Frames go through the backbone's test transform (as engine/evaluate.py: DATA.DATASET,
 DATA.TEST_SIZE), leave the loader as uint8 and are normalised on the device (the float32 values of
 the CPU transform, bit for bit).
@@ -60,13 +65,14 @@ from models.loading import inference_amp
 from utils.checkpoint import missing_dirs, remove_empty_dirs
 from utils.distributed import broadcast_object, cleanup, gather_dicts
 from utils.env import resolve_device
-from utils.errors import ExistsError, UserError
+from utils.errors import ExistsError, InputError, UserError
 from utils.video_scoring import autocast, worker_segments
 
 logger = logging.getLogger("mist.extract")
 __all__ = ["ENCODERS", "extract", "extract_features"]
 PARTIAL = ".partial"  # h5 key suffix of a video being written
 PARTS = ".parts"  # suffix of the folder of the ranks' h5 parts
+FRAMES = "frames"  # h5 group of the per-frame features (--frame-features), '<video>.npy' in it
 
 
 class H5Writer:
@@ -81,13 +87,30 @@ class H5Writer:
             # a video interrupted mid-write
             for key in [k for k in f.keys() if k.endswith(PARTIAL)]:
                 del f[key]
+            for key in [k for k in f.get(FRAMES, {}) if k.endswith(PARTIAL)]:
+                del f[FRAMES][key]
             self.finished = {k[: -len(".npy")] for k in f.keys() if k.endswith(".npy")}
 
-    def write(self, name, features):
+    def write(self, name, features, frames=None):
+        """Commits one video: its per-frame features first (if any), then its clip features, whose
+        key marks the video finished."""
         with h5py.File(self.path, "a") as f:
-            f.create_dataset(f"{name}.npy{PARTIAL}", data=features)
-            f.move(f"{name}.npy{PARTIAL}", f"{name}.npy")
+            if frames is not None:
+                _commit(f.require_group(FRAMES), f"{name}.npy", frames)
+            _commit(f, f"{name}.npy", features)
         self.finished.add(name)
+
+
+def _commit(group, key, data):
+    """Writes `data` as group[key] under a temporary key, then renames it (an older copy, left by a
+    run killed between a video's two commits, is replaced)."""
+    if key in group:
+        del group[key]
+    if isinstance(data, h5py.Dataset):
+        data.file.copy(data, group, name=key + PARTIAL)
+    else:
+        group.create_dataset(key + PARTIAL, data=data)
+    group.move(key + PARTIAL, key)
 
 
 class NpyWriter:
@@ -95,7 +118,9 @@ class NpyWriter:
     ones.
 
     Every file present is complete (written as '.tmp' and renamed). keep_list=False (a rank of a
-    torchrun job): no list, rank 0 writes it from the files present at the end (write_list)."""
+    torchrun job): no list, rank 0 writes it from the files present at the end (write_list). The
+    per-frame features of a video (--frame-features) are '<video>_<backbone>_frames.npy', written
+    before its clip features."""
 
     def __init__(self, folder, backbone, keep_list=True):
         self.folder, self.suffix, self.keep_list = Path(folder), f"_{backbone}.npy", keep_list
@@ -108,15 +133,16 @@ class NpyWriter:
         meta = self.folder / "extract_config.json"
         _check_config(meta.read_text() if meta.exists() else None, config, self.folder)
         meta.write_text(json.dumps(config, sort_keys=True))
-        for stale in self.folder.glob(f"*{self.suffix}.tmp"):  # a video interrupted mid-write
-            stale.unlink()
+        # a video interrupted mid-write
+        for pattern in (f"*{self.suffix}.tmp", f"*{self.suffix[:-4]}_frames.npy.tmp"):
+            for stale in self.folder.glob(pattern):
+                stale.unlink()
         self.write_list()
 
-    def write(self, name, features):
-        target = self.folder / f"{name}{self.suffix}"
-        with open(target.with_name(target.name + ".tmp"), "wb") as f:
-            np.save(f, features)
-        os.replace(target.with_name(target.name + ".tmp"), target)
+    def write(self, name, features, frames=None):
+        if frames is not None:
+            _save(self.folder / f"{name}{self.suffix[:-4]}_frames.npy", frames)
+        _save(self.folder / f"{name}{self.suffix}", features)
         self.finished.add(name)
         if self.keep_list:
             self.write_list()
@@ -125,6 +151,13 @@ class NpyWriter:
         lines = "".join(f"{n}{self.suffix}\n" for n in sorted(self.finished))
         self.list_path.with_name("features.list.tmp").write_text(lines)
         os.replace(self.list_path.with_name("features.list.tmp"), self.list_path)
+
+
+def _save(target, array):
+    """np.save to a temporary file, then renamed to `target`."""
+    with open(target.with_name(target.name + ".tmp"), "wb") as f:
+        np.save(f, array)
+    os.replace(target.with_name(target.name + ".tmp"), target)
 
 
 def _check_config(stored, config, where):
@@ -158,8 +191,10 @@ def merge_parts(writer, config):
         with src, h5py.File(writer.path, "a") as dst:
             _check_config(src.attrs.get("extract_config"), config, part)
             for key in sorted(k for k in src.keys() if k.endswith(".npy") and k not in dst):
-                src.copy(src[key], dst, name=key + PARTIAL)
-                dst.move(key + PARTIAL, key)
+                # the per-frame features first: the clip features' key marks a video finished
+                if key in src.get(FRAMES, {}):
+                    _commit(dst.require_group(FRAMES), key, src[FRAMES][key])
+                _commit(dst, key, src[key])
                 writer.finished.add(key[: -len(".npy")])
                 merged += 1
         part.unlink()
@@ -244,23 +279,28 @@ def extract(
     force=False,
     progress=True,
     timeout_hours=24.0,
+    per_frame=False,
 ):
     """Extracts the features of every video of `source` (or `names`) into `out` -> report dict (the
-    same on every rank of a torchrun job)."""
+    same on every rank of a torchrun job). per_frame: also each frame's features (an encoder with
+    Encoder.frames), in the group 'frames' of the h5 / '<video>_<backbone>_frames.npy'."""
     rank, world, device = init_ranks(cfg.DEVICE, timeout_hours)
+    options = SimpleNamespace(fmt=fmt, crops=crops, names=names, force=force, per_frame=per_frame)
     try:
-        return _extract(
-            source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device
-        )
+        return _extract(source, out, kind, weights, cfg, options, progress, rank, world, device)
     finally:
         cleanup()
 
 
-def _extract(
-    source, out, kind, weights, cfg, fmt, crops, names, force, progress, rank, world, device
-):
+def _extract(source, out, kind, weights, cfg, options, progress, rank, world, device):
     start = time.time()
+    fmt, crops, names, force = options.fmt, options.crops, options.names, options.force
     encoder = build_encoder(kind, weights, cfg, crops)
+    if options.per_frame and not encoder.frames:
+        raise InputError(
+            f"--frame-features: the {kind} encoder encodes whole clips and has no per-frame "
+            "features (the clip_* encoders have): drop --frame-features"
+        )
     backbone, transform = encoder.name, encoder.transform
     view = tuple(transform(np.zeros((16, 240, 320, 3), np.uint8)).shape)
     amp = inference_amp(cfg.INFER.AMP, device)
@@ -275,6 +315,9 @@ def _extract(
         "amp": amp,
         "dataset": cfg.DATA.DATASET,
     }
+    if options.per_frame:
+        # only then: outputs of earlier versions resume with the same settings
+        config["frames"] = True
     frames = open_frames(
         source, kind=cfg.DATA.FRAMES_KIND, names=names, root=cfg.DATA.FRAMES_ROOT or None
     )
@@ -293,6 +336,7 @@ def _extract(
         frames=frames,
         finished=finished,
         cfg=cfg,
+        per_frame=options.per_frame,
         progress=progress,
         rank=rank,
         world=world,
@@ -356,6 +400,7 @@ def _extract_videos(job):
         job.device,
         job.amp,
         job.progress and rank == 0,
+        job.per_frame,
     )
     ranks = gather_dicts({rank: (len(todo), clips, short)})
     ranks = [ranks[r] for r in range(world)]
@@ -406,13 +451,56 @@ class VideoBatches(torch.utils.data.IterableDataset):
             )
 
 
+class VideoBuffer:
+    """One video's features as its batches arrive: (n_clips, views, D) and, per_frame, (n_clips,
+    T, views, D); `done` once every clip is in."""
+
+    def __init__(self, n_clips, per_frame):
+        self.n, self.per_frame, self.filled = n_clips, per_frame, 0
+        self.clips = self.frames = None
+
+    def add(self, first, feats, frames):
+        """feats: (k, views, D); frames: (k, T, views, D) or None -> whether the video is done."""
+        if self.clips is None:
+            self.clips = np.empty((self.n, *feats.shape[1:]), np.float32)
+            if frames is not None:
+                self.frames = np.empty((self.n, *frames.shape[1:]), np.float32)
+        self.clips[first : first + len(feats)] = feats
+        if frames is not None:
+            self.frames[first : first + len(feats)] = frames
+        self.filled += len(feats)
+        return self.filled == self.n
+
+    def arrays(self):
+        """-> (clip features (n_clips, D) or (n_clips, views, D), per-frame (n_clips * T, ...) or
+        None): the view axis only with several views."""
+        squeeze = self.clips.shape[1] == 1
+        clips = self.clips[:, 0] if squeeze else self.clips
+        if self.frames is None:
+            return clips, None
+        frames = self.frames.reshape(-1, *self.frames.shape[2:])
+        return clips, frames[:, 0] if squeeze else frames
+
+
+def _encode(module, clips, views, per_frame):
+    """normalised clips (k * views, ...) -> (k, views, D) float32 numpy and, per_frame, the frames'
+    (k, T, views, D)."""
+    if not per_frame:
+        feats = module(clips)
+        return feats.float().view(-1, views, feats.shape[-1]).cpu().numpy(), None
+    feats, frames = module(clips, frames=True)
+    frames = frames.float().view(-1, views, frames.shape[1], frames.shape[2]).transpose(1, 2)
+    return feats.float().view(-1, views, feats.shape[-1]).cpu().numpy(), frames.cpu().numpy()
+
+
 @torch.inference_mode()
-def run_encoder(encoder, frames, todo, writer, cfg, device, amp, progress):
+def run_encoder(encoder, frames, todo, writer, cfg, device, amp, progress, per_frame=False):
     """Encodes every clip of `todo` with the Encoder `encoder` (engine/encoders.py); each video is
-    written as soon as its last batch is done -> clips."""
+    written as soon as its last batch is done (with per_frame, its frames' features too) ->
+    clips."""
     module = encoder.module.to(device)
     counts = {n: frames.num_segments(n) for n in todo}
-    buffers, filled = {}, dict.fromkeys(todo, 0)
+    buffers = {}
     loader = torch.utils.data.DataLoader(
         VideoBatches(frames, todo, encoder.transform.uint8(), cfg.TEST.BATCH_SIZE),
         batch_size=None,
@@ -433,15 +521,16 @@ def run_encoder(encoder, frames, todo, writer, cfg, device, amp, progress):
             # the float path's layout: another memory format takes other CPU kernels, other bits
             clips = clips.contiguous()
         with autocast(device, amp):
-            feats = module(clips.flatten(0, 1) if views > 1 else clips)
-        feats = feats.float().view(-1, views, feats.shape[-1]).cpu().numpy()
-        buffer = buffers.setdefault(
-            name, np.empty((counts[name], views, feats.shape[-1]), np.float32)
-        )
-        buffer[first : first + len(feats)] = feats
-        filled[name] += len(feats)
-        if filled[name] == counts[name]:
-            writer.write(name, buffers.pop(name)[:, 0] if views == 1 else buffers.pop(name))
+            feats, per = _encode(
+                module, clips.flatten(0, 1) if views > 1 else clips, views, per_frame
+            )
+        buffer = buffers.setdefault(name, VideoBuffer(counts[name], per_frame))
+        if buffer.add(first, feats, per):
+            features, frame_features = buffers.pop(name).arrays()
+            if frame_features is None:
+                writer.write(name, features)
+            else:
+                writer.write(name, features, frame_features)
             bar.set_postfix(videos=len(writer.finished))
         bar.update(len(feats))
     bar.close()
@@ -460,6 +549,7 @@ def extract_features(
     force=False,
     progress=True,
     timeout_hours=24.0,
+    per_frame=False,
 ):
     """tools/extract_features.py: `extract` of the videos of the split file `names` (None: all), its
     log on stderr and (rank 0) the summary on stdout -> the report."""
@@ -472,7 +562,18 @@ def extract_features(
     videos = [v.name for v in read_split(names, cfg.DATA.DATASET, "--names")] if names else None
     try:
         report = extract(
-            source, out, encoder, weights, cfg, fmt, crops, videos, force, progress, timeout_hours
+            source,
+            out,
+            encoder,
+            weights,
+            cfg,
+            fmt,
+            crops,
+            videos,
+            force,
+            progress,
+            timeout_hours,
+            per_frame,
         )
     except KeyboardInterrupt:
         print(

@@ -13,7 +13,8 @@ MIST encoder.
     torchrun --standalone --nproc_per_node 8 tools/extract_features.py frames/ucf.h5
     features/UCF_I3D.h5 ...
 
-One feature per whole 16-frame clip: i3d 1024-d, c3d 4096-d (fc6), mist 1024-d (I3D) or 512-d (C3D).
+One feature per whole 16-frame clip: i3d 1024-d, c3d 4096-d (fc6), mist 1024-d (I3D) or 512-d (C3D),
+clip_vit_b16 512-d, clip_vit_l14 768-d (docs/clip.md).
 Resumable (the same command skips finished videos), any number of torchrun processes; the output's
 dimension is printed at the end (DATA.FEATURE_DIM). engine/extract.py says more.
 """
@@ -38,7 +39,7 @@ def parse_args(argv=None):
         "--encoder",
         choices=extract.ENCODERS,
         required=True,
-        help="i3d | c3d (vanilla) | mist (fine-tuned)",
+        help="i3d | c3d (vanilla) | mist (fine-tuned) | clip_vit_b16 | clip_vit_l14 (CLIP)",
     )
     parser.add_argument("--weights", required=True, help="the encoder's checkpoint")
     parser.add_argument(
@@ -55,6 +56,11 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--force", action="store_true", help="delete an existing output and start over"
+    )
+    parser.add_argument(
+        "--frame-features",
+        action="store_true",
+        help="also each frame's features (clip_* encoders; engine/extract.py says where)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -82,6 +88,7 @@ def main(argv=None):
         args.force,
         not args.no_progress,
         args.timeout_hours,
+        args.frame_features,
     )
 
 
