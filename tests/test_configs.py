@@ -34,13 +34,13 @@ def test_each_config_loads_and_builds_its_model(path):
     cfg = load_cfg(path)
     model = build_generator(cfg)
     assert model.regressor[0].in_features == cfg.DATA.FEATURE_DIM
-    backbone = "c3d" if "c3d" in path.name else "i3d"
-    assert cfg.DATA.FEATURE_DIM == (
-        128 if "video" in path.name else {"c3d": 4096, "i3d": 1024}[backbone]
-    )
+    features = ("clip_l14", "clip", "c3d", "i3d")  # the first one the file name holds
+    backbone = next(b for b in features if b in path.name or b == "i3d")
+    dims = {"c3d": 4096, "i3d": 1024, "clip": 512, "clip_l14": 768}
+    assert cfg.DATA.FEATURE_DIM == (128 if "video" in path.name else dims[backbone])
     expected_t = {
         "shanghaitech": 7,
-        "ucf_crime": {"c3d": 3, "i3d": 4}[backbone],
+        "ucf_crime": 3 if backbone == "c3d" else 4,
         "xd_violence": 4,
         "demo": 2 if "video" in path.name else 7,
     }[path.parent.name]
