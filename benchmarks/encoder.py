@@ -1,5 +1,5 @@
-"""MIST-I3D / MIST-C3D throughput: inference (clips/s, frames/s) and stage-2 training steps, CPU or
-CUDA.
+"""MIST-I3D / MIST-C3D (and the torchvision backbones) throughput: inference (clips/s, frames/s)
+and stage-2 training steps, CPU or CUDA.
 
     python benchmarks/encoder.py  # CPU: batch 1, fp32 + bf16, eager
     python benchmarks/encoder.py --device cuda  # GPU: batches 1 8 32 64, off/bf16/fp16,
@@ -7,6 +7,8 @@ CUDA.
                                                                    compile rows
     python benchmarks/encoder.py --models c3d --sizes 112x112 --compile on --amp off  # one compiled
     row
+    python benchmarks/encoder.py --models r2plus1d_18 s3d mvit_v2_s swin3d_t --sizes test --amp off
+    # the torchvision backbones (README table): 'test' is their training crop (112 or 224)
 
 Sizes: 'test' is the official test resolution (I3D 240x320 on ShanghaiTech, the paper's FPS setting;
 C3D 112x112 after the centre crop), and 224x224. Inference runs model.eval() under
@@ -33,10 +35,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.stage1 import describe_machine
 from models.losses import weighted_soft_ce
-from models.mist import MIST
+from datasets.transforms import SPECS
+from models.mist import BACKBONES, MIST
 
 TEST_SIZE = {"i3d": (240, 320), "c3d": (112, 112)}
 TRAIN_SIZE = {"i3d": (224, 224), "c3d": (112, 112)}
+# the torchvision backbones test and train at their crop (models/tv_video.py)
+for _name in set(BACKBONES) - set(TEST_SIZE):
+    TEST_SIZE[_name] = TRAIN_SIZE[_name] = (SPECS[_name].crop,) * 2
 # dense tensor-core peaks in TFLOPS (NVIDIA data sheets): (bf16/fp16, tf32, fp32)
 PEAKS = {
     "H200": (989.4, 494.7, 66.9),
@@ -163,7 +169,7 @@ def row(kind, backbone, size, batch, amp, cl, compiled, seconds, first, flops, d
     tflops = clips * flops / 1e12
     frac = f"{100 * tflops / peak:5.1f}% of {label} {peak:g}" if peak else "-"
     print(
-        f"{kind:<5} {backbone:<4} {size[0]}x{size[1]:<4} {batch:>5} {amp:>5}"
+        f"{kind:<5} {backbone:<11} {size[0]}x{size[1]:<4} {batch:>5} {amp:>5}"
         f" {'cl' if cl else '-':>3} {'on' if compiled else 'off':>7} {1e3 * seconds:10.1f}"
         f" {clips:9.1f} {16 * clips:10.0f} {tflops:8.3f}  {frac}   (first call {first:.1f} s)",
         flush=True,
@@ -179,7 +185,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--models", nargs="+", default=["i3d", "c3d"], choices=["i3d", "c3d"])
+    parser.add_argument("--models", nargs="+", default=["i3d", "c3d"], choices=list(BACKBONES))
     parser.add_argument("--sizes", nargs="+", default=["test", "224x224"], help="'test' or HxW")
     parser.add_argument(
         "--batches", nargs="+", type=int, help="default: 1 on CPU, 1 8 32 64 on CUDA"
@@ -229,15 +235,16 @@ def main():
             f" {torch.backends.cudnn.allow_tf32}, {torch.cuda.get_device_name(device)}"
         )
     print(
-        f"{'kind':<5} {'net':<4} {'size':<9} {'batch':>5} {'amp':>5} {'fmt':>3} {'compile':>7}"
+        f"{'kind':<5} {'net':<11} {'size':<9} {'batch':>5} {'amp':>5} {'fmt':>3} {'compile':>7}"
         f" {'ms/call':>10} {'clips/s':>9} {'frames/s':>10} {'TFLOPS':>8}"
     )
     for backbone in args.models:
         for size in dict.fromkeys(parse_size(s, backbone) for s in args.sizes):
             flops = flops_per_clip(backbone, size)
+            params = sum(p.numel() for p in MIST(backbone).parameters())
             print(
                 f"# MIST-{backbone.upper()} {size[0]}x{size[1]}: {flops / 1e9:.2f} GFLOPs per clip "
-                f"({flops / 2e9:.2f} GMAC) forward"
+                f"({flops / 2e9:.2f} GMAC) forward, {params / 1e6:.2f} M parameters"
             )
             plan = [
                 (b, a, cl, c) for c in compiles for b in batches for a in amps for cl in layouts

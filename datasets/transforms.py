@@ -32,15 +32,29 @@ class _Spec:
     resize: tuple  # (H, W) of the training resize
     crop: int  # side of the square training crop
     mean: tuple  # per output channel, in output colour order
-    std: float
+    std: object  # one float, or one per output channel
     gray_p: float  # probability of the random grayscale
     test_crop: bool  # the test clip is centre-cropped to `crop` after the resize
 
+
+def _scaled(mean, std):
+    """torchvision's mean / std of [0, 1] pixels -> the same for [0, 255] pixels."""
+    return tuple(255.0 * m for m in mean), tuple(255.0 * s for s in std)
+
+
+_TV_KINETICS = _scaled((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989))
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SPECS = {
     "i3d": _Spec(True, (256, 340), 224, (128.0, 128.0, 128.0), 128.0, 0.0, False),
     # Sports-1M mean, in B, G, R order
     "c3d": _Spec(False, (128, 171), 112, (90.25, 97.66, 101.41), 1.0, 0.1, True),
+    # torchvision's Kinetics-400 weights (models/tv_video.py): their transforms' mean / std times
+    # 255 and (H, W) resizes (the short side 256 of a 4:3 frame for MViT / Swin), centre-cropped
+    "r2plus1d_18": _Spec(True, (128, 171), 112, *_TV_KINETICS, 0.0, True),
+    "s3d": _Spec(True, (256, 256), 224, *_TV_KINETICS, 0.0, True),
+    "mvit_v2_s": _Spec(True, (256, 341), 224, *_scaled((0.45,) * 3, (0.225,) * 3), 0.0, True),
+    "swin3d_t": _Spec(True, (256, 341), 224, *_scaled(_IMAGENET_MEAN, _IMAGENET_STD), 0.0, True),
 }
 
 
@@ -238,6 +252,7 @@ def _stats(spec, device):
         mean = np.asarray(spec.mean, dtype=np.float32).reshape(3, 1, 1, 1)
         # an array: CUDA would turn a scalar into * 1/std
         std = np.asarray(spec.std, dtype=np.float32)
+        std = std.reshape(3, 1, 1, 1) if std.ndim else std
         _STATS[key] = (
             (mean, std)
             if device is None

@@ -26,6 +26,7 @@ from models.c3d_fc6 import load_c3d_fc6
 from models.clip_features import ClipTransform, load_clip_visual, normalise_clip
 from models.i3d import I3D
 from models.loading import load_mist
+from models.tv_video import TORCHVISION, TorchvisionBackbone
 from models.weights import load_weights
 from utils.errors import InputError, NotFoundError
 from utils.registry import choose
@@ -67,6 +68,19 @@ class PooledMIST(nn.Module):
 
     def forward(self, clips):
         return self.model(clips)["pooled"]
+
+
+class PooledTorchvision(nn.Module):
+    """A torchvision video model's features: clips -> the input of its Kinetics classifier (B, C)
+    (models/tv_video.py `encode`)."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.dim = backbone.out_channels
+
+    def forward(self, clips):
+        return self.backbone.encode(clips)[2]
 
 
 class FirstViews:
@@ -121,6 +135,18 @@ def mist_encoder(weights, cfg, crops):
     return _record(PooledMIST(model.eval()), cfg, model_cfg.MODEL.BACKBONE, crops)
 
 
+def torchvision_encoder(name):
+    """-> the builder of torchvision's Kinetics-400 `name` model (its published file,
+    models/tv_video.py) as an encoder: the input of its classifier, at its own test transform."""
+
+    def build(weights, cfg, crops):
+        backbone = TorchvisionBackbone(name)
+        load_weights(backbone, weights)
+        return _record(PooledTorchvision(backbone), cfg, name, crops)
+
+    return build
+
+
 def clip_encoder(arch, name):
     """-> the builder of the open_clip image tower `arch` (OpenAI CLIP weights: QuickGELU) as an
     encoder `name`: the mean of the 16 frames' embeddings at CLIP's own preprocessing
@@ -141,6 +167,7 @@ ENCODERS = {
     "mist": mist_encoder,
     "clip_vit_b16": clip_encoder("ViT-B-16-quickgelu", "clip_vit_b16"),
     "clip_vit_l14": clip_encoder("ViT-L-14-quickgelu", "clip_vit_l14"),
+    **{name: torchvision_encoder(name) for name in TORCHVISION},
 }
 
 

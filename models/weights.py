@@ -13,6 +13,9 @@ Supported layouts (detected from the keys, `module.` prefixes stripped first; do
   davidea_c3d    Sports-1M C3D of DavideA/c3d-pytorch (`c3d.pickle`): `conv1`/`conv2` are loaded
                  into conv1a/conv2a, which the official loader silently leaves random (§3.5)
   bare_c3d       a bare C3D backbone state dict in our names (`conv1a.weight`, ...)
+  torchvision    torchvision's Kinetics-400 video models (`r2plus1d_18-91a641e6.pth`, `s3d-...`,
+                 `mvit_v2_s-...`, `swin3d_t-...`; models/tv_video.py), their names under
+                 `backbone.`; their classifier (`fc`, `classifier`, `head`) is dropped
 Classifier keys (hassony2 `conv3d_0c_1x1`, piergiaj `logits`, C3D `fc6`-`fc8`) are dropped.
 Files are read by utils/checkpoint.py (torch.load(weights_only=True)): no pickled code is ever run.
 """
@@ -27,12 +30,21 @@ import torch
 from models.c3d import C3D
 from models.i3d import I3D
 from models.mist import MIST
+from models.tv_video import TORCHVISION, TorchvisionBackbone
 from utils.checkpoint import torch_load_safely
 from utils.errors import InputError
 
 log = logging.getLogger("mist.weights")  # child of utils/logger.py's "mist" logger
 
-FORMATS = ("official_mist", "mist", "hassony2_i3d", "piergiaj_i3d", "davidea_c3d", "bare_c3d")
+FORMATS = (
+    "official_mist",
+    "mist",
+    "hassony2_i3d",
+    "piergiaj_i3d",
+    "davidea_c3d",
+    "bare_c3d",
+    "torchvision",
+)
 CLASSIFIER = re.compile(r"^(conv3d_0c_1x1|logits|fc[678])\.")
 # official SGA module names (inside the module) -> ours; the full models add a `Conv_Atten.` prefix
 # (tests/golden/README.md §4.4)
@@ -102,6 +114,9 @@ def detect_format(keys):
     keys = list(keys)
     if any(k.startswith(("Conv_Atten.", "Regressor.")) for k in keys):
         return "official_mist"
+    # before `mist`: MViT's and Swin's classifier is called `head` too
+    if torchvision_model(keys, prefix="") is not None:
+        return "torchvision"
     if any(k.startswith(("backbone.", "sga.", "head.")) for k in keys):
         return "mist"
     if any(k.startswith(("Conv3d_", "Mixed_")) for k in keys):
@@ -149,7 +164,14 @@ KEY_MAPS = {
     "piergiaj_i3d": _piergiaj_key,
     "davidea_c3d": _c3d_key,
     "bare_c3d": _c3d_key,
+    "torchvision": lambda k: "backbone." + k,
 }
+
+
+def torchvision_model(keys, prefix="backbone."):
+    """Keys -> the models/tv_video.py model whose marker key (under `prefix`) they hold, or None."""
+    keys = set(keys)
+    return next((n for n, spec in TORCHVISION.items() if prefix + spec.marker in keys), None)
 
 
 def official_key(key):
@@ -193,7 +215,10 @@ def unwrap_checkpoint(obj, source="<state dict>"):
 
 
 def checkpoint_backbone(keys):
-    """Our keys -> 'i3d', 'c3d' or None (no backbone keys)."""
+    """Our keys -> 'i3d', 'c3d', a torchvision model's name or None (no backbone keys)."""
+    torchvision = torchvision_model(keys)
+    if torchvision is not None:
+        return torchvision
     if any(k.startswith(("backbone.conv3d_", "backbone.mixed_")) for k in keys):
         return "i3d"
     if any(re.match(r"backbone\.conv\d[ab]\.", k) for k in keys):
@@ -214,9 +239,12 @@ def convert_state_dict(state_dict, backbone=None, source="<state dict>"):
             f"supported layouts: {', '.join(FORMATS)} (see models/weights.py)"
         )
     out, report = OrderedDict(), LoadReport(source, fmt, backbone or "?")
+    classifier = CLASSIFIER
+    if fmt == "torchvision":
+        classifier = re.compile(rf"^{TORCHVISION[torchvision_model(sd, '')].classifier}\.")
     for key, value in sd.items():
         bare = key[len("backbone.") :] if key.startswith("backbone.") else key
-        if CLASSIFIER.match(bare):
+        if classifier.match(bare):
             report.ignored.append(key)
             continue
         ours = KEY_MAPS[fmt](key)
@@ -245,13 +273,18 @@ def _check_backbone(converted, backbone, fmt, source):
 
 
 def model_backbone(model):
-    """MIST or bare backbone -> ('i3d' | 'c3d', True if it is a bare backbone)."""
+    """MIST or bare backbone -> ('i3d' | 'c3d' | a torchvision model's name, True if it is a bare
+    backbone)."""
     if isinstance(model, MIST):
         return model.backbone_name, False
+    if isinstance(model, TorchvisionBackbone):
+        return model.name, True
     for name, cls in (("i3d", I3D), ("c3d", C3D)):
         if isinstance(model, cls):
             return name, True
-    raise TypeError(f"load_weights expects a MIST, I3D or C3D model, got {type(model).__name__}")
+    raise TypeError(
+        f"load_weights expects a MIST, I3D, C3D or torchvision backbone, got {type(model).__name__}"
+    )
 
 
 def check_against(expected, converted, report):

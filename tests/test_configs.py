@@ -68,7 +68,8 @@ def test_each_stage2_config_has_the_official_settings_and_builds_its_model(path)
 
     assert len(path.read_text().splitlines()) <= 25
     cfg = load_cfg(path)
-    key = f"{path.parent.name}/{path.name.split('_')[0]}"
+    backbone = {"stage2.yaml": "i3d"}.get(path.name, path.name.rsplit("_", 1)[0])
+    key = f"{path.parent.name}/{backbone}"
     if key in OFFICIAL_STAGE2:
         s2 = cfg.STAGE2
         assert (
@@ -88,16 +89,25 @@ def test_each_stage2_config_has_the_official_settings_and_builds_its_model(path)
             cfg.MODEL.EXPAND_K,
         ) == (301, 3, 1e-4, 5e-4, 5, 0.8, 8)
     model = build_model(cfg)
-    assert (
-        model.backbone_name
-        == cfg.MODEL.BACKBONE
-        == {"stage2.yaml": "i3d"}.get(path.name, path.name.split("_")[0])
-    )
+    assert model.backbone_name == cfg.MODEL.BACKBONE == backbone
+    # torchvision's counts (its weights' meta) less the classifier, plus the SGA and the head
+    params = {
+        "i3d": 30_993_827,
+        "c3d": 34_743_875,
+        "r2plus1d_18": 31_505_325 - (512 * 400 + 400) + sga_and_head(256, 512),
+        "s3d": 8_320_048 - (1024 * 400 + 400) + sga_and_head(832, 1024),
+        "mvit_v2_s": 34_537_744 - (768 * 400 + 400) + sga_and_head(384, 768),
+        "swin3d_t": 28_158_070 - (768 * 400 + 400) + sga_and_head(384, 768),
+    }
     if cfg.MODEL.WIDTH == 1.0:
-        assert (
-            sum(p.numel() for p in model.parameters())
-            == {"i3d": 30_993_827, "c3d": 34_743_875}[cfg.MODEL.BACKBONE]
-        )
+        assert sum(p.numel() for p in model.parameters()) == params[cfg.MODEL.BACKBONE]
+
+
+def sga_and_head(c4, c5, k=8):
+    """Parameters of MIST's SGA on c4 channels (k = 8) and its head on c5 channels, by hand."""
+    conv_atten = c4 * c4 * 27 + c4
+    att_1, att_2, att_3 = c4 * 2 * k + 2 * k, (2 * k) ** 2 + 2 * k, 2 * k * 2 + 1
+    return conv_atten + att_1 + att_2 + att_3 + c5 * 2 + 2
 
 
 def test_no_cfg_means_the_demo():

@@ -32,7 +32,9 @@ def test_every_backbone_has_a_transform_and_a_named_error():
     assert set(SPECS) == set(BACKBONES) == set(CHOICES["MODEL.BACKBONE"])
     cfg = get_cfg_defaults()
     cfg.MODEL.BACKBONE = "r3d"
-    with pytest.raises(ConfigError, match=r"MODEL.BACKBONE = 'r3d' is not one of \('i3d', 'c3d'\)"):
+    with pytest.raises(
+        ConfigError, match=r"MODEL.BACKBONE = 'r3d' is not one of \('i3d', 'c3d', 'r2plus1d_18', "
+    ):
         build_model(cfg)
 
 

@@ -21,9 +21,9 @@ def denormalise(clip, backbone):
     """clip: float (3, T, H, W), as the backbone's transform made it -> uint8 BGR frames (T, H, W,
     3)."""
     spec = SPECS[backbone]
-    x = clip.detach().cpu().float().numpy() * spec.std + np.asarray(spec.mean, np.float32).reshape(
-        3, 1, 1, 1
-    )
+    std = np.asarray(spec.std, np.float32)
+    x = clip.detach().cpu().float().numpy() * (std.reshape(3, 1, 1, 1) if std.ndim else std)
+    x += np.asarray(spec.mean, np.float32).reshape(3, 1, 1, 1)
     frames = np.clip(np.rint(np.moveaxis(x, 0, -1)), 0, 255).astype(np.uint8)  # (T, H, W, 3)
     # RGB input -> BGR for cv2
     return np.ascontiguousarray(frames[..., ::-1] if spec.rgb else frames)
