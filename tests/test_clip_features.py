@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 open_clip = pytest.importorskip("open_clip")
+from open_clip.transform import PreprocessCfg, image_transform_v2  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402  (comes with open_clip)
 
 from datasets.frames import open_frames  # noqa: E402
@@ -44,10 +45,12 @@ W = ["MODEL.WIDTH", "0.0625"]  # the tiny I3D
 
 
 def open_clip_preprocess(size):
-    """open_clip's evaluation transform of the OpenAI models (their pretrained config)."""
-    return open_clip.image_transform(
-        size, is_train=False, resize_mode="shortest", interpolation="bicubic"
-    )
+    """open_clip's evaluation transform as it builds it for the OpenAI ViT-B/16 weights (the
+    'openai' tag's preprocessing config), at `size`."""
+    tag = open_clip.get_pretrained_cfg("ViT-B-16", "openai")
+    keys = ("mean", "std", "interpolation", "resize_mode")
+    cfg = PreprocessCfg(size=size, **{k: tag[k] for k in keys})
+    return image_transform_v2(cfg, is_train=False)
 
 
 def pil_frames(frames):
@@ -202,7 +205,9 @@ def test_stage1_trains_on_clip_features(clip_tiny, tmp_path):
     demo_videos = pytest.importorskip("datasets.demo_videos")
     demo = demo_videos.make_demo_videos(tmp_path / "demo", 2, 2, 1, 1)
     feats = tmp_path / "clip.h5"
-    report = _run(Path(demo["out_dir"]) / "videos", feats, "--weights", str(clip_tiny["pt"]))
+    # the per-frame group in the h5 too: stage 1 reads the clip features beside it
+    weights = ["--weights", str(clip_tiny["pt"]), "--frame-features"]
+    report = _run(Path(demo["out_dir"]) / "videos", feats, *weights)
     opts = {
         "DATA.DATASET": "shanghaitech",
         "DATA.FEATURES": feats,
@@ -225,6 +230,25 @@ def test_stage1_trains_on_clip_features(clip_tiny, tmp_path):
     assert report["dim"] == 16 and results["test"]["n_clips"] == n_test
     assert 0.0 <= results["test"]["auc"] <= 1.0
     assert (tmp_path / "stage1" / "pseudo_labels.npz").exists()
+
+
+def test_torchrun_parts_are_merged_with_their_frame_features(tmp_path):
+    """Rank part files holding 'frames/<video>.npy' (what each rank writes) -> the output has
+    both arrays of every video, and the parts are gone."""
+    out, config = tmp_path / "out.h5", {"encoder": "clip_tiny"}
+    parts = tmp_path / "out.h5.parts"
+    parts.mkdir()
+    for rank in range(2):
+        part = ef.H5Writer(parts / f"rank-{rank}-of-2.h5", config)
+        part.write(
+            f"v{rank}", np.full((2, 4), rank, np.float32), np.full((32, 4), rank, np.float32)
+        )
+    writer = ef.H5Writer(out, config)
+    ef.merge_parts(writer, config)
+    clips, frames = _h5(out)
+    assert writer.finished == {"v0", "v1"} and not parts.exists()
+    assert frames["v1.npy"].shape == (32, 4) and (frames["v1.npy"] == 1).all()
+    assert sorted(clips) == sorted(frames) == ["v0.npy", "v1.npy"]
 
 
 def test_mismatched_weight_files_are_refused_naming_the_tensor(tiny, tmp_path):
