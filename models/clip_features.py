@@ -14,6 +14,7 @@ its shape, and the architecture's every tensor must be in the file."""
 import copy
 import logging
 import zipfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -157,11 +158,12 @@ def _is_torchscript(path):
 def check_state_dict(state, expected, path, arch):
     """Refuses `state` unless it has exactly the tensors of `expected` (a model's state dict), with
     their shapes; the message names the tensors, the file's architecture and the fix."""
-    missing = sorted(set(expected) - set(state))
-    extra = sorted(set(state) - set(expected))
+    # the image tower's tensors first: the ones this encoder uses
+    order = partial(sorted, key=lambda k: (not k.startswith("visual."), k))
+    missing, extra = order(set(expected) - set(state)), order(set(state) - set(expected))
     shapes = [
         f"{k} {tuple(state[k].shape)} (expected {tuple(expected[k].shape)})"
-        for k in sorted(set(state) & set(expected))
+        for k in order(set(state) & set(expected))
         if state[k].shape != expected[k].shape
     ]
     problems = [
@@ -213,7 +215,8 @@ def load_clip_visual(arch, path):
     root.setLevel(logging.ERROR)
     try:
         # open_clip warns that no pretrained weights were loaded: they are loaded just below
-        model = open_clip.create_model(arch, pretrained=None, device="meta")
+        with torch.device("meta"):
+            model = open_clip.create_model(arch, pretrained=None, device="meta")
     finally:
         root.setLevel(level)
     state = read_state_dict(path)
