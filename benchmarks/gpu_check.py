@@ -36,6 +36,8 @@ Parts, in order (the data serves the training parts, resume's checkpoint serves 
   encoder_fp32            I3D and C3D at 240x320 with TF32 off (the fp32 peak)
   stage2_device_augment   stage2 in bf16 with STAGE2.DEVICE_AUGMENT True (JPEGs decoded on the GPU)
   encoder_compile         torch.compile rows (bf16, channels_last, each model at its test size)
+  encoder_torchvision     the torchvision backbones (r2plus1d_18, s3d, mvit_v2_s, swin3d_t): bf16
+                          inference (batch 32) and training (batch 8) rows at their crops
 --device cpu --quick: the 1/8-width I3D on 72x96 videos, 3 iterations, gloo; what needs CUDA is
 skipped with the reason; 2 parts at a time, one thread each (--jobs; 1 elsewhere, so that GPU
 figures are taken alone). --fail-part NAME makes a part exit 1, --timeout NAME=S sets its budget.
@@ -71,6 +73,7 @@ from benchmarks.gpu_check_parts import (
     child_resume,
     child_test,
     plan_encoder,
+    plan_encoder_torchvision,
     plan_pipeline,
     plan_stage2,
     plan_torchrun,
@@ -140,6 +143,7 @@ PARTS = [
         read_stage2,
     ),
     Part("encoder_compile", (60, 60), lambda c: plan_encoder(c, "compile"), read_encoder, needs=()),
+    Part("encoder_torchvision", (60, 60), plan_encoder_torchvision, read_encoder, needs=()),
 ]
 # what a part leaves for those that need it (used from an earlier run when the part is not run now)
 PRODUCTS = {"data": "data/opts.json", "resume": "resume/straight/checkpoints/last.pth"}

@@ -94,7 +94,7 @@ def small_test_split(ctx):
 
 # ---------------------------------------------------------------------------------------- encoder
 ROW = re.compile(
-    r"^(infer|train)\s+(i3d|c3d)\s+(\d+x\d+)\s+(\d+)\s+(off|bf16|fp16)\s+(cl|-)\s+"
+    r"^(infer|train)\s+(\w+)\s+(\d+x\d+)\s+(\d+)\s+(off|bf16|fp16)\s+(cl|-)\s+"
     r"(on|off)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(.*)$"
 )
 ROW_KEYS = (
@@ -114,6 +114,20 @@ SKIP_ENCODER = {
     "fp32": "TF32 is a CUDA setting: the CPU's fp32 rows are in the encoder parts",
     "compile": "torch.compile rows run on CUDA (compiling MIST-I3D takes minutes on a CPU)",
 }
+TORCHVISION_MODELS = ["r2plus1d_18", "s3d", "mvit_v2_s", "swin3d_t"]  # models/tv_video.py
+
+
+def plan_encoder_torchvision(ctx):
+    """The torchvision backbones (docs/backbones.md) at their crops: bf16 inference at batch 32 and
+    training at batch 8, channels_last; --quick: the two that take 32x32 clips, fp32, on the CPU."""
+    if ctx.quick:
+        cmd = [ENC, "--device", ctx.device, "--models", "r2plus1d_18", "swin3d_t"]
+        cmd += ["--sizes", "32x32", "--batches", "1", "--amp", "off", "--channels-last", "off"]
+        cmd += ["--train-batches", "--iters", "1", "--repeats", "1", "--compile", "off"]
+        return [launch(*cmd) if ctx.cuda else [PY, *cmd]]
+    cmd = [ENC, "--device", ctx.device, "--models", *TORCHVISION_MODELS, "--sizes", "test"]
+    cmd += ["--batches", "32", "--amp", "bf16", "--channels-last", "on", "--compile", "off"]
+    return [launch(*cmd, "--train-batches", "8", "--iters", "5", "--repeats", "2")]
 
 
 def plan_encoder(ctx, kind="i3d"):
