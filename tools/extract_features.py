@@ -40,7 +40,7 @@ def parse_args(argv=None):
         "--encoder",
         choices=extract.ENCODERS,
         required=True,
-        help="i3d | c3d (vanilla) | mist (fine-tuned) | clip_vit_b16 | clip_vit_l14 (CLIP)",
+        help="the feature extractor (README 'Encoders', engine/encoders.py)",
     )
     parser.add_argument("--weights", required=True, help="the encoder's checkpoint")
     parser.add_argument(
