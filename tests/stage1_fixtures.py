@@ -75,3 +75,26 @@ def tiny_opts(paths, out, epochs=6, **extra):
         **extra,
     }
     return ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv]
+
+
+def train_on_demo_features(features, demo, dim, out):
+    """tools/train_stage1.py for 2 epochs on `features` extracted from the demo videos `demo`
+    (datasets.demo_videos.make_demo_videos) -> its results."""
+    from run_tool import run_tool
+
+    opts = {
+        "DATA.DATASET": "shanghaitech",
+        "DATA.FEATURES": features,
+        "DATA.TRAIN_SPLIT": demo["train_split"],
+        "DATA.TEST_SPLIT": demo["test_split"],
+        "DATA.TEST_MASK_DIR": demo["mask_dir"],
+        "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
+        "DATA.FEATURE_DIM": dim,
+        "OUTPUT_DIR": out,
+        "STAGE1.EPOCHS": 2,
+        "STAGE1.EVAL_PERIOD": 1,
+        "STAGE1.BATCH_SIZE": 2,
+        "STAGE1.PART_NUM": 4,
+        "STAGE1.PART_LEN": 2,
+    }
+    return run_tool("train_stage1", ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])

@@ -26,6 +26,7 @@ from models.clip_features import (  # noqa: E402
     read_state_dict,
 )
 from models.weights import CheckpointError  # noqa: E402
+from tests.stage1_fixtures import train_on_demo_features  # noqa: E402
 from tests.stage2_fixtures import make_tiny_videos  # noqa: E402
 from utils.config import load_cfg  # noqa: E402
 from utils.errors import UserError  # noqa: E402
@@ -208,22 +209,7 @@ def test_stage1_trains_on_clip_features(clip_tiny, tmp_path):
     # the per-frame group in the h5 too: stage 1 reads the clip features beside it
     weights = ["--weights", str(clip_tiny["pt"]), "--frame-features"]
     report = _run(Path(demo["out_dir"]) / "videos", feats, *weights)
-    opts = {
-        "DATA.DATASET": "shanghaitech",
-        "DATA.FEATURES": feats,
-        "DATA.TRAIN_SPLIT": demo["train_split"],
-        "DATA.TEST_SPLIT": demo["test_split"],
-        "DATA.TEST_MASK_DIR": demo["mask_dir"],
-        "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
-        "DATA.FEATURE_DIM": report["dim"],
-        "OUTPUT_DIR": tmp_path / "stage1",
-        "STAGE1.EPOCHS": 2,
-        "STAGE1.EVAL_PERIOD": 1,
-        "STAGE1.BATCH_SIZE": 2,
-        "STAGE1.PART_NUM": 4,
-        "STAGE1.PART_LEN": 2,
-    }
-    results = run_tool("train_stage1", ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])
+    results = train_on_demo_features(feats, demo, report["dim"], tmp_path / "stage1")
     with h5py.File(feats, "r") as f:
         test = Path(demo["test_split"]).read_text()
         n_test = sum(len(f[k]) for k in f.keys() if k[:-4] in test)

@@ -17,6 +17,7 @@ from models.c3d_fc6 import C3DFc6, load_c3d_fc6
 from models.i3d import I3D
 from models.mist import MIST
 from models.weights import CheckpointError
+from tests.stage1_fixtures import train_on_demo_features
 from tests.stage2_fixtures import make_tiny_videos
 from engine import extract as ef
 from engine.encoders import PooledI3D, build_encoder
@@ -304,22 +305,9 @@ def test_stage1_trains_on_features_extracted_from_the_demo_videos(weights, tmp_p
         opts=C3D_SIZE,
     )
     assert report["videos_written"] == 6
-    opts = {
-        "DATA.DATASET": "shanghaitech",
-        "DATA.FEATURES": tmp_path / "feats.h5",
-        "DATA.TRAIN_SPLIT": demo["train_split"],
-        "DATA.TEST_SPLIT": demo["test_split"],
-        "DATA.TEST_MASK_DIR": demo["mask_dir"],
-        "DATA.TRAIN_MASK_DIR": demo["mask_dir"],
-        "DATA.FEATURE_DIM": report["dim"],
-        "OUTPUT_DIR": tmp_path / "stage1",
-        "STAGE1.EPOCHS": 2,
-        "STAGE1.EVAL_PERIOD": 1,
-        "STAGE1.BATCH_SIZE": 2,
-        "STAGE1.PART_NUM": 4,
-        "STAGE1.PART_LEN": 2,
-    }
-    results = run_tool("train_stage1", ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv])
+    results = train_on_demo_features(
+        tmp_path / "feats.h5", demo, report["dim"], tmp_path / "stage1"
+    )
     test_clips = sum(
         len(v)
         for k, v in _h5(tmp_path / "feats.h5").items()
