@@ -1,5 +1,6 @@
 """Clip features from videos or a frames h5 with a Kinetics I3D, a Sports-1M C3D, a fine-tuned
-MIST or a CLIP image encoder.
+MIST, a CLIP image encoder or a torchvision video model (the --encoder records of
+engine/encoders.py).
 
 tools/extract_features.py is the command line; `extract_features` is its procedure, `extract` the
 extraction itself (the same report on every rank of a torchrun job).
@@ -17,6 +18,9 @@ features):
         --frame-features also writes each frame's embedding: h5 dataset 'frames/<video>.npy' /
         '<video>_<backbone>_frames.npy', (16 * n_clips, D) or (16 * n_clips, crops, D), written
         before the video's clip features (whose key marks it finished)
+  r2plus1d_18, s3d, mvit_v2_s, swin3d_t  torchvision's Kinetics-400 models (their published files):
+        the input of their classifier, 512 / 1024 / 768 / 768-d, at their own test transform
+        (docs/backbones.md)
 Frames go through the backbone's test transform (as engine/evaluate.py: DATA.DATASET,
 DATA.TEST_SIZE), leave the loader as uint8 and are normalised on the device (the float32 values of
 the CPU transform, bit for bit).
