@@ -14,8 +14,9 @@ from datasets.sampling import MODES as SAMPLINGS
 from datasets.specs import DATASETS
 from models.build import BACKBONES, STAGE1_LOSSES
 from models.losses import BAG_SCORES
+from models.mil_generator import INPUT_NORMS
 from utils.protocol import CHECKPOINT_CHOICES
-from utils.training import COMPILE_MODES, OPTIMIZERS
+from utils.training import COMPILE_MODES, OPTIMIZERS, STAGE1_OPTIMIZERS
 from utils.video_scoring import AMP_DTYPES
 
 _C = CN()
@@ -111,8 +112,15 @@ _C.STAGE1.FAST_DROPOUT = True
 # iteration on non-Intel CPUs); same distribution and reproducibility, another random stream. False:
 # torch's own
 # masks, bit for bit nn.Dropout's. GPUs always use torch's generator
-_C.STAGE1.LR = 0.01  # Adagrad learning rate
-_C.STAGE1.WEIGHT_DECAY = 1e-3  # Adagrad weight decay (hard-coded in the official code)
+# adagrad (official) | adam | adamw (decoupled weight decay); docs/stage1_recipe.md
+_C.STAGE1.OPTIMIZER = "adagrad"
+_C.STAGE1.LR = 0.01  # learning rate (official: Adagrad 0.01)
+_C.STAGE1.WEIGHT_DECAY = 1e-3  # weight decay (official: Adagrad 1e-3, hard-coded)
+# the learning rate rises linearly over the first N iterations (0 = none, the official constant)
+_C.STAGE1.WARMUP_ITERS = 0
+# none (official: raw rows) | row_std (each row minus its mean, over its std, inside the model:
+# the scores no longer depend on the features' scale; docs/stage1_recipe.md)
+_C.STAGE1.INPUT_NORM = "none"
 _C.STAGE1.GRAD_CLIP = 10.0  # max gradient L2 norm (hard-coded in the official code)
 # clips scored per forward pass (evaluation, pseudo-labels): 256 MB of C3D features
 _C.STAGE1.EVAL_BATCH_ROWS = 16384
@@ -209,6 +217,8 @@ CHOICES = {
     "STAGE1.SAMPLING": tuple(SAMPLINGS),
     "STAGE1.BAG_SCORE": tuple(BAG_SCORES),
     "STAGE1.METHOD": tuple(STAGE1_LOSSES),
+    "STAGE1.OPTIMIZER": tuple(STAGE1_OPTIMIZERS),
+    "STAGE1.INPUT_NORM": tuple(INPUT_NORMS),
     "PSEUDO_LABEL.CHECKPOINT": tuple(CHECKPOINT_CHOICES),
     "TEST.CALIBRATION_SPLIT": ("test", "val"),
     "MODEL.BACKBONE": tuple(BACKBONES),
@@ -248,6 +258,7 @@ def validate_cfg(cfg):
             "dataset of your own set DATA.MANIFEST to its manifest (docs/own_data.md)"
         )
     _check_choices(cfg, "DATA.STORAGE", "STAGE1.SAMPLING", "STAGE1.BAG_SCORE", "STAGE1.METHOD")
+    _check_choices(cfg, "STAGE1.OPTIMIZER", "STAGE1.INPUT_NORM")
     if not 0.0 <= cfg.DATA.VAL_FRACTION < 1.0:
         raise ValueError(f"DATA.VAL_FRACTION must be in [0, 1), got {cfg.DATA.VAL_FRACTION}")
     s1 = cfg.STAGE1
@@ -271,6 +282,8 @@ def validate_cfg(cfg):
             f"STAGE1.TOPK = {s1.TOPK} exceeds the {s1.PART_NUM * s1.PART_LEN} clips sampled per"
             " video"
         )
+    if s1.WARMUP_ITERS < 0:
+        raise ValueError(f"STAGE1.WARMUP_ITERS must be >= 0 (0 for none), got {s1.WARMUP_ITERS}")
     if not 0.0 <= s1.DROPOUT < 1.0:
         raise ValueError(f"STAGE1.DROPOUT must be in [0, 1), got {s1.DROPOUT}")
     for key, value in (

@@ -34,7 +34,9 @@ from utils.evaluation import evaluate
 from utils.logger import setup_logger
 from utils.pseudo_labels import pseudo_label_auc, refine_all, save_pseudo_labels
 from utils.run import FINISHED_MARKER, restore_model
+from utils.registry import choose
 from utils.scoring import score_videos
+from utils.training import STAGE1_OPTIMIZERS, linear_warmup
 
 logger = logging.getLogger("mist")
 
@@ -46,13 +48,12 @@ def train(cfg, resume=False):
 
 
 def build_optimizer(cfg, model):
-    """Adagrad with STAGE1.LR and STAGE1.WEIGHT_DECAY, as the official code."""
-    return torch.optim.Adagrad(
-        model.parameters(), lr=cfg.STAGE1.LR, weight_decay=cfg.STAGE1.WEIGHT_DECAY
-    )
+    """STAGE1.OPTIMIZER (official: Adagrad) with STAGE1.LR and STAGE1.WEIGHT_DECAY."""
+    make = choose(STAGE1_OPTIMIZERS, "STAGE1.OPTIMIZER", cfg.STAGE1.OPTIMIZER)
+    return make(model.parameters(), cfg.STAGE1)
 
 
-def train_step(model, optimizer, loss_fn, rows, inverse=None, grad_clip=10.0):
+def train_step(model, optimizer, loss_fn, rows, inverse=None, grad_clip=10.0, scheduler=None):
     """One iteration on the rows of a batch (normal bags first) -> {"loss", terms...} as tensors."""
     # (B, L*T) each, or (B, L) pooled segments for the Sultani baseline
     normal, abnormal = model(rows, inverse).chunk(2)
@@ -65,6 +66,8 @@ def train_step(model, optimizer, loss_fn, rows, inverse=None, grad_clip=10.0):
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
     return {"loss": loss, **parts}
 
 
@@ -94,6 +97,8 @@ class Stage1Task:
         self.loss = build_stage1_loss(cfg)
         self.model = build_generator(cfg).to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
+        # None without STAGE1.WARMUP_ITERS (the official constant learning rate)
+        self.scheduler = linear_warmup(self.optimizer, s1.WARMUP_ITERS)
 
     def describe(self):
         return (
@@ -110,7 +115,9 @@ class Stage1Task:
         for rows, inverse in self.sampler.iter_rows(dedup=s1.DEDUP_ROWS):
             rows = torch.from_numpy(rows).to(self.device)
             inverse = None if inverse is None else torch.from_numpy(inverse).to(self.device)
-            terms = train_step(self.model, self.optimizer, self.loss, rows, inverse, s1.GRAD_CLIP)
+            terms = train_step(
+                self.model, self.optimizer, self.loss, rows, inverse, s1.GRAD_CLIP, self.scheduler
+            )
             for key, value in terms.items():
                 totals[key] = totals.get(key, 0.0) + value.item() / len(self.sampler)
         return totals
@@ -155,16 +162,21 @@ class Stage1Task:
         return {"iteration": (epoch + 1) * len(self.sampler)}
 
     def state(self):
-        return {
+        state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "numpy_rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def restore(self, state):
         restore_model(self.model, state, self.cfg)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.rng.bit_generator.state = state["numpy_rng"]
         torch.set_rng_state(state["torch_rng"])
 

@@ -7,7 +7,7 @@ models/mist.py, which builds MIST(backbone=name)): adding one = a builder + an e
 from functools import partial
 
 from models.losses import mil_ranking_loss
-from models.mil_generator import MILGenerator
+from models.mil_generator import INPUT_NORMS, MILGenerator
 
 # MODEL.BACKBONE -> backbone class (width=...); owned by models/mist.py, which looks the name up
 from models.mist import BACKBONES, MIST
@@ -17,10 +17,13 @@ from utils.registry import choose
 
 def build_generator(cfg):
     """The stage-1 MIL generator for DATA.FEATURE_DIM features."""
+    # a ConfigError naming the key for an unknown STAGE1.INPUT_NORM
+    choose(INPUT_NORMS, "STAGE1.INPUT_NORM", cfg.STAGE1.INPUT_NORM)
     return MILGenerator(
         in_dim=cfg.DATA.FEATURE_DIM,
         dropout=cfg.STAGE1.DROPOUT,
         fast_dropout=cfg.STAGE1.FAST_DROPOUT,
+        input_norm=cfg.STAGE1.INPUT_NORM,
     )
 
 

@@ -5,6 +5,23 @@ import torch
 from torch import nn
 
 
+def _no_norm(features):
+    return features
+
+
+def _row_standardise(features):
+    """(..., D) -> (..., D): each row minus its mean, over its standard deviation. The scores no
+    longer depend on the features' scale or a common offset (docs/stage1_recipe.md)."""
+    mean = features.mean(-1, keepdim=True)
+    std = features.std(-1, keepdim=True, correction=0)
+    return (features - mean) / (std + 1e-6)
+
+
+# STAGE1.INPUT_NORM -> the parameter-free map applied to every feature row before Linear(D, 512),
+# in training, evaluation, pseudo-labels and export alike (it is part of the module)
+INPUT_NORMS = {"none": _no_norm, "row_std": _row_standardise}
+
+
 class MILGenerator(nn.Module):
     """Linear(D,512) -> ReLU -> Dropout -> Linear(512,32) -> Dropout -> Linear(32,1) -> Sigmoid.
 
@@ -18,10 +35,14 @@ class MILGenerator(nn.Module):
     from numpy's PCG64, seeded by one draw of the torch RNG, instead of torch's CPU Bernoulli, which
     is serial on non-Intel CPUs and takes about half of an iteration there. Same distribution and
     reproducibility (the torch RNG state is all there is to save), another random stream; on a GPU
-    torch's own generator is fast and is used either way."""
+    torch's own generator is fast and is used either way. input_norm: an INPUT_NORMS key ("none":
+    the official raw features)."""
 
-    def __init__(self, in_dim=1024, dropout=0.6, fast_dropout=False):
+    def __init__(self, in_dim=1024, dropout=0.6, fast_dropout=False, input_norm="none"):
         super().__init__()
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm {input_norm!r} is not one of {tuple(INPUT_NORMS)}")
+        self.input_norm = input_norm
         drop = NumpyDropout if fast_dropout else nn.Dropout
         self.fast_dropout = fast_dropout
         self.regressor = nn.Sequential(
@@ -47,6 +68,7 @@ class MILGenerator(nn.Module):
         mask per output row from the same RNG stream, so the result equals
         forward(features[inverse]) up to float rounding of the weight gradient
         (datasets.bags.BagSampler.iter_rows gives such pairs)."""
+        features = INPUT_NORMS[self.input_norm](features)
         if inverse is None:
             return self.regressor(features).squeeze(-1)
         if not self.training:

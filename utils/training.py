@@ -19,6 +19,23 @@ def _nesterov_sgd(params, s2):
 
 # STAGE2.OPTIMIZER -> (parameters or groups, cfg.STAGE2) -> torch optimizer
 OPTIMIZERS = {"adam": _adam, "sgd": _nesterov_sgd}
+
+
+def _adagrad_stage1(params, s1):
+    return torch.optim.Adagrad(params, lr=s1.LR, weight_decay=s1.WEIGHT_DECAY)
+
+
+def _adam_stage1(params, s1):
+    return torch.optim.Adam(params, lr=s1.LR, weight_decay=s1.WEIGHT_DECAY)
+
+
+def _adamw_stage1(params, s1):
+    return torch.optim.AdamW(params, lr=s1.LR, weight_decay=s1.WEIGHT_DECAY)
+
+
+# STAGE1.OPTIMIZER -> (parameters, cfg.STAGE1) -> torch optimizer; adagrad is the official one,
+# adam couples WEIGHT_DECAY into the gradient, adamw decouples it (docs/stage1_recipe.md)
+STAGE1_OPTIMIZERS = {"adagrad": _adagrad_stage1, "adam": _adam_stage1, "adamw": _adamw_stage1}
 # STAGE2.COMPILE: "" = not compiled, else a torch.compile mode
 COMPILE_MODES = ("", "default", "reduce-overhead", "max-autotune")
 
@@ -42,6 +59,14 @@ def maybe_compile(module, mode):
     (off). The compiled wrapper shares the module's parameters: checkpoints are written from the
     module, unchanged."""
     return torch.compile(module, mode=mode) if mode else module
+
+
+def linear_warmup(optimizer, warmup_iters):
+    """Per-iteration LambdaLR: x (i + 1) / warmup_iters for the first iterations, then x 1; None
+    for warmup_iters 0 (no scheduler: the official constant learning rate)."""
+    if warmup_iters == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: min(1.0, (i + 1) / warmup_iters))
 
 
 def warmup_schedule(optimizer, warmup_epochs):
