@@ -21,10 +21,12 @@ from typing import Callable
 from torch import nn
 
 from datasets.build import test_transform
+from datasets.rtfm_transform import RTFMTransform, normalise_rtfm, size_of
 from datasets.transforms import normalise
 from models.c3d_fc6 import load_c3d_fc6
 from models.clip_features import ClipTransform, load_clip_visual, normalise_clip
 from models.i3d import I3D
+from models.i3d_r50 import load_i3d_r50
 from models.loading import load_mist
 from models.tv_video import TORCHVISION, TorchvisionBackbone
 from models.weights import load_weights
@@ -129,6 +131,15 @@ def c3d_encoder(weights, cfg, crops):
     return _record(model, cfg, "c3d", crops)
 
 
+def i3d_r50_encoder(weights, cfg, crops):
+    """I3D ResNet-50 (i3d_r50_kinetics.pth, models/i3d_r50.py): layer4 global average, 2048-d, at
+    the RTFM-style preprocessing (datasets/rtfm_transform.py: its own 10-crop order); written as
+    '<video>_i3d.npy' as in the RTFM lists (docs/i3d_r50.md)."""
+    model = load_i3d_r50(weights)
+    transform = RTFMTransform(crops, size_of(cfg.DATA.TEST_SIZE))
+    return Encoder(model, model.dim, transform, normalise_rtfm, "i3d")
+
+
 def mist_encoder(weights, cfg, crops):
     """A MIST checkpoint (stage 2): the global average of (1 + A) * F5, the head's input."""
     model, model_cfg = load_mist(weights, cfg)
@@ -164,6 +175,7 @@ def clip_encoder(arch, name):
 ENCODERS = {
     "i3d": i3d_encoder,
     "c3d": c3d_encoder,
+    "i3d_r50": i3d_r50_encoder,
     "mist": mist_encoder,
     "clip_vit_b16": clip_encoder("ViT-B-16-quickgelu", "clip_vit_b16"),
     "clip_vit_l14": clip_encoder("ViT-L-14-quickgelu", "clip_vit_l14"),
