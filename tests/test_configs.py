@@ -34,9 +34,9 @@ def test_each_config_loads_and_builds_its_model(path):
     cfg = load_cfg(path)
     model = build_generator(cfg)
     assert model.regressor[0].in_features == cfg.DATA.FEATURE_DIM
-    features = ("clip_l14", "clip", "c3d", "i3d")  # the first one the file name holds
+    features = ("clip_l14", "clip", "c3d", "i3d_r50", "i3d")  # the first one the file name holds
     backbone = next(b for b in features if b in path.name or b == "i3d")
-    dims = {"c3d": 4096, "i3d": 1024, "clip": 512, "clip_l14": 768}
+    dims = {"c3d": 4096, "i3d": 1024, "i3d_r50": 2048, "clip": 512, "clip_l14": 768}
     assert cfg.DATA.FEATURE_DIM == (128 if "video" in path.name else dims[backbone])
     expected_t = {
         "shanghaitech": 7,
