@@ -139,8 +139,8 @@ def _lookalike_events(rng, n_clips):
     return np.minimum(np.convolve(starts, kernel)[:n_clips], 1.0)
 
 
-def _video_features(rng, params, scene, n_clips, mask):
-    """-> (n_clips, dim) float32 features of one video."""
+def _video_features(rng, params, scene, n_clips, mask, scale=1.0):
+    """-> (n_clips, dim) float32 features of one video (x scale on top of SCALE)."""
     scenes, proj, anomaly, lookalike = params
     shocks = rng.normal(0.0, 1.0, (n_clips, LATENT_DIM))
     shocks[1:] *= np.sqrt(1.0 - RHO**2)  # stationary AR(1) with unit variance
@@ -159,12 +159,17 @@ def _video_features(rng, params, scene, n_clips, mask):
     ).astype(np.float32)
     np.maximum(pre, 0.0, out=pre)
     pre *= SCALE
+    # a separate multiply, so that scale 1.0 leaves the default set's bytes as they were
+    if scale != 1.0:
+        pre *= np.float32(scale)
     return pre
 
 
-def make_demo_features(out_path, data_dir="data/shanghaitech", dim=1024, seed=0):
+def make_demo_features(out_path, data_dir="data/shanghaitech", dim=1024, seed=0, scale=1.0):
     """Writes the demo h5 at out_path (atomically) -> {"n_videos", "n_clips", "seconds", "path"}.
 
+    scale multiplies every row (1.0: norm ~3.5; benchmarks/stage1_recipe.py goes from 0.1 to 10 to
+    show the official recipe's collapse on large rows, docs/stage1_recipe.md).
     Deterministic for a seed: each video draws from its own generator keyed by (seed, name), so the
     bytes of every array depend only on seed, dim and the video's name and mask.
     """
@@ -177,10 +182,12 @@ def make_demo_features(out_path, data_dir="data/shanghaitech", dim=1024, seed=0)
     n_clips = 0
     with h5py.File(tmp_path, "w") as h5:
         h5.attrs.update({"generator": "mist-vad datasets/demo.py", "seed": seed, "dim": dim})
+        if scale != 1.0:
+            h5.attrs["scale"] = scale
         for name, label, n_frames, mask in videos:
             rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
             scene = int(name.split("_")[0]) - 1
-            feats = _video_features(rng, params, scene, n_frames // CLIP_LEN, mask)
+            feats = _video_features(rng, params, scene, n_frames // CLIP_LEN, mask, scale)
             h5.create_dataset(f"{name}.npy", data=feats)
             n_clips += len(feats)
     os.replace(tmp_path, out_path)

@@ -1,0 +1,91 @@
+"""The improved stage-1 recipe (docs/stage1_recipe.md): its keys keep the official behaviour by
+default, row standardisation makes scores scale-free, the warm-up's learning rates and its resume,
+and the official recipe's collapse on scaled-up features (benchmarks/stage1_recipe.py --quick)."""
+
+import pytest
+import torch
+
+from benchmarks import stage1_recipe
+from engine.stage1 import Stage1Task, build_optimizer
+from models.build import build_generator
+from models.mil_generator import MILGenerator
+from tests.stage1_fixtures import make_tiny_dataset, tiny_opts
+from utils.config import ConfigError, load_cfg
+from utils.training import linear_warmup
+
+
+def test_defaults_build_the_official_optimizer_and_model():
+    cfg = load_cfg(None, ["DATA.FEATURES", "f.h5"])
+    model = build_generator(cfg)
+    optimizer = build_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.Adagrad
+    assert (optimizer.defaults["lr"], optimizer.defaults["weight_decay"]) == (0.01, 1e-3)
+    assert model.input_norm == "none" and linear_warmup(optimizer, 0) is None
+    assert not cfg.DATA.L2_NORM
+
+
+@pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_stage1_optimizer_choices(name, cls):
+    opts = ["DATA.FEATURES", "f.h5", "STAGE1.OPTIMIZER", name, "STAGE1.LR", "1e-3"]
+    cfg = load_cfg(None, opts + ["STAGE1.WEIGHT_DECAY", "0.05"])
+    optimizer = build_optimizer(cfg, build_generator(cfg))
+    assert type(optimizer) is cls and optimizer.defaults["weight_decay"] == 0.05
+    assert optimizer.defaults.get("decoupled_weight_decay", name == "adamw") == (name == "adamw")
+    with pytest.raises(ConfigError, match="STAGE1.WARMUP_ITERS must be >= 0"):
+        load_cfg(None, opts + ["STAGE1.WARMUP_ITERS", "-1"])
+
+
+def test_row_std_scores_do_not_depend_on_scale_or_offset():
+    torch.manual_seed(0)
+    x = torch.rand(6, 16)
+    scaled = MILGenerator(16, input_norm="row_std").eval()
+    torch.manual_seed(0)
+    official = MILGenerator(16).eval()
+    for y in (10 * x, 0.1 * x, x + 3.0):
+        torch.testing.assert_close(scaled(y), scaled(x), atol=1e-5, rtol=0)
+    assert (official(10 * x) - official(x)).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="input_norm 'l3' is not one of"):
+        MILGenerator(16, input_norm="l3")
+
+
+def test_row_std_bag_path_equals_the_plain_path():
+    torch.manual_seed(1)
+    model = MILGenerator(16, dropout=0.5, input_norm="row_std").train()
+    rows, inverse = torch.rand(5, 16) * 7, torch.tensor([[0, 1, 1, 4], [2, 3, 3, 0]])
+    torch.manual_seed(2)
+    bags = model(rows, inverse)
+    torch.manual_seed(2)
+    torch.testing.assert_close(bags, model(rows[inverse]), atol=1e-6, rtol=0)
+
+
+def test_warmup_learning_rates_and_resume(tmp_path):
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=1.0)
+    scheduler, lrs = linear_warmup(optimizer, 4), []
+    for _ in range(6):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    tiny = make_tiny_dataset(tmp_path / "data", n_train=8, n_test=4)
+    warm = {"STAGE1.OPTIMIZER": "adam", "STAGE1.WARMUP_ITERS": 10}
+    cfg = load_cfg(None, tiny_opts(tiny, tmp_path / "run", **warm)[2:])
+    task = Stage1Task(cfg)
+    task.train_epoch(0)  # 2 iterations of the tiny set
+    resumed = Stage1Task(cfg)
+    resumed.restore(task.state())
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(0.02 * 3 / 10)
+    assert resumed.scheduler.last_epoch == task.scheduler.last_epoch == 2
+
+
+def test_quick_benchmark_official_collapses_at_x10_and_plus_does_not(tmp_path):
+    rows = stage1_recipe.run_grid(stage1_recipe.QUICK, 30, [0], tmp_path)
+    got = {r["recipe"]: r for r in rows}
+    assert list(got) == list(stage1_recipe.RECIPES) and {r["scale"] for r in rows} == {10.0}
+    for row in rows:
+        assert set(row["mean"]) == set(row["std"]) == set(stage1_recipe.METRICS)
+        assert list(row["per_seed"]) == ["0"] and row["std"]["test/auc"] == 0.0
+    # x10 rows saturate the official recipe's sigmoid (scores ~1e-30); unit-norm rows do not
+    assert got["official"]["mean"]["sat"] > 0.5
+    assert got["plus"]["mean"]["sat"] < 0.05
+    assert got["plus"]["mean"]["val"] > got["official"]["mean"]["val"]
