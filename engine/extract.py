@@ -18,6 +18,9 @@ features):
         --frame-features also writes each frame's embedding: h5 dataset 'frames/<video>.npy' /
         '<video>_<backbone>_frames.npy', (16 * n_clips, D) or (16 * n_clips, crops, D), written
         before the video's clip features (whose key marks it finished)
+  i3d_r50  the I3D ResNet-50 of the RTFM-style features (i3d_r50_kinetics.pth): layer4 global
+        average, 2048-d, at their 256x340 resize and ten 224 crops; '<video>_i3d.npy'
+        (docs/i3d_r50.md)
   r2plus1d_18, s3d, mvit_v2_s, swin3d_t  torchvision's Kinetics-400 models (their published files):
         the input of their classifier, 512 / 1024 / 768 / 768-d, at their own test transform
         (docs/backbones.md)

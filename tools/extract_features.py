@@ -1,23 +1,26 @@
 """Clip features from videos or a frames h5 for stage 1: Kinetics I3D, Sports-1M C3D, a fine-tuned
-MIST encoder, CLIP image towers or torchvision's video models (--encoder, engine/encoders.py).
+MIST encoder, I3D-ResNet50, CLIP image towers or torchvision's video models (--encoder,
+engine/encoders.py).
 
-    python tools/extract_features.py /data/SHT/videos features/SHT_I3D.h5 \
+    python tools/extract_features.py /data/SHT/videos features/SHT_I3D.h5 \\
         --encoder i3d --weights model_rgb.pth
-    python tools/extract_features.py frames/ucf.h5 features/UCF_C3D.h5 --encoder c3d \
+    python tools/extract_features.py frames/ucf.h5 features/UCF_C3D.h5 --encoder c3d \\
         --weights c3d.pickle --cfg configs/ucf_crime/c3d_stage1.yaml
-    python tools/extract_features.py frames/sht.h5 features/sht_mist_i3d --encoder mist \
-        --format npy --crops 10 --weights output/sht_i3d_stage2/checkpoints/best.pth \
+    python tools/extract_features.py frames/sht.h5 features/sht_mist_i3d --encoder mist \\
+        --format npy --crops 10 --weights output/sht_i3d_stage2/checkpoints/best.pth \\
         --cfg configs/shanghaitech/i3d_stage2.yaml
-    python tools/extract_features.py frames/ucf.h5 features/UCF_R2P1D.h5 --encoder r2plus1d_18 \
+    python tools/extract_features.py frames/ucf.h5 features/UCF_I3D_R50 --encoder i3d_r50 \\
+        --format npy --crops 10 --weights pretrained/i3d_r50_kinetics.pth
+    python tools/extract_features.py frames/ucf.h5 features/UCF_R2P1D.h5 --encoder r2plus1d_18 \\
         --weights pretrained/r2plus1d_18-91a641e6.pth
-    torchrun --standalone --nproc_per_node 8 tools/extract_features.py frames/ucf.h5 \
+    torchrun --standalone --nproc_per_node 8 tools/extract_features.py frames/ucf.h5 \\
         features/UCF_I3D.h5 ...
 
-One feature per whole 16-frame clip: i3d 1024-d, c3d 4096-d (fc6), mist 1024-d (I3D) or 512-d (C3D),
-clip_vit_b16 512-d, clip_vit_l14 768-d (docs/clip.md), r2plus1d_18 512-d, s3d 1024-d, mvit_v2_s and
-swin3d_t 768-d (docs/backbones.md). Resumable (the same command skips finished videos), any number
-of torchrun processes; the output's dimension is printed at the end (DATA.FEATURE_DIM).
-engine/extract.py says more.
+One feature per whole 16-frame clip: i3d 1024-d, c3d 4096-d (fc6), mist 1024-d (I3D) or 512-d
+(C3D), i3d_r50 2048-d (docs/i3d_r50.md), clip_vit_b16 512-d, clip_vit_l14 768-d (docs/clip.md),
+r2plus1d_18 512-d, s3d 1024-d, mvit_v2_s and swin3d_t 768-d (docs/backbones.md). Resumable (the
+same command skips finished videos), any number of torchrun processes; the output's dimension is
+printed at the end (DATA.FEATURE_DIM). engine/extract.py says more.
 """
 
 import sys
