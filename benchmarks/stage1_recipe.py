@@ -57,8 +57,10 @@ FULL = [("main", 1024, 1, 1.0), ("main", 1024, 2, 1.0)]
 FULL += [("scale", 1024, 1, s) for s in (0.1, 4.0, 10.0)]
 FULL += [("width", d, 1, 1.0) for d in (512, 2048, 4096)]
 ABLATION = [("ablation", 1024, 0, 1.0), ("ablation", 1024, 0, 10.0)]
-# the collapse in seconds: x10 rows, D 128 (tests/test_stage1_recipe.py)
+# the collapse in seconds (tests/test_stage1_recipe.py): x10 rows, D 128, 10 + 10 bags per
+# iteration (6 iterations per epoch)
 QUICK = [("quick", 128, 0, 10.0)]
+QUICK_OPTS = ["STAGE1.BATCH_SIZE", "10"]
 SATURATED = 1e-6
 METRICS = ("test/auc", "pseudo_label_auc", "val", "sat")
 
@@ -70,10 +72,19 @@ def saturation(run_dir):
     return float(np.mean((scores < SATURATED) | (scores > 1 - SATURATED)))
 
 
-def run_cell(recipe, features, dim, epochs, seeds, out):
+def run_cell(recipe, features, dim, epochs, seeds, out, extra=()):
     """One (YAML, overrides) recipe on one generated set over `seeds` -> {seed: {metric: value}}."""
     cfg_file, opts = recipe
-    opts = [*opts, "DATA.FEATURES", str(features), "DATA.FEATURE_DIM", str(dim), "DEVICE", "cpu"]
+    opts = [
+        *opts,
+        *extra,
+        "DATA.FEATURES",
+        str(features),
+        "DATA.FEATURE_DIM",
+        str(dim),
+        "DEVICE",
+        "cpu",
+    ]
     opts += ["STAGE1.EPOCHS", str(epochs), "STAGE1.EVAL_PERIOD", str(max(epochs // 4, 1))]
     opts += ["DATA.VAL_FRACTION", "0.2", "OUTPUT_DIR", str(out)]
     record = sweep(str(cfg_file), opts, seeds)
@@ -90,8 +101,9 @@ def run_cell(recipe, features, dim, epochs, seeds, out):
     return per_seed
 
 
-def run_grid(cells, epochs, seeds, workdir, recipes=RECIPES):
-    """-> [{cell, dim, data_seed, scale, recipe, mean, std, per_seed}] for every cell x recipe."""
+def run_grid(cells, epochs, seeds, workdir, recipes=RECIPES, extra=()):
+    """-> [{cell, dim, data_seed, scale, recipe, mean, std, per_seed}] for every cell x recipe;
+    extra: overrides for every run."""
     rows = []
     for cell, dim, data_seed, scale in cells:
         features = Path(workdir) / f"demo_D{dim}_seed{data_seed}_x{scale}.h5"
@@ -100,7 +112,7 @@ def run_grid(cells, epochs, seeds, workdir, recipes=RECIPES):
         cell_seeds = seeds[:2] if cell in ("scale", "width") else seeds
         for i, (recipe, spec) in enumerate(recipes.items()):
             out = Path(workdir) / f"recipe{i}_{features.stem}"
-            per_seed = run_cell(spec, features, dim, epochs, cell_seeds, out)
+            per_seed = run_cell(spec, features, dim, epochs, cell_seeds, out, extra)
             mean, std = aggregate(per_seed)
             rows.append(
                 dict(cell=cell, dim=dim, data_seed=data_seed, scale=scale, recipe=recipe)
@@ -135,13 +147,15 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="D 128, x10, 1 seed, 30 epochs")
-    parser.add_argument("--ablation", action="store_true", help="plus without each change")
-    parser.add_argument("--epochs", type=int, default=None, help="default 200 (--quick: 30)")
+    parser.add_argument("--quick", action="store_true", help="D 128, x10, 1 seed, 5 x 6 iterations")
+    parser.add_argument(
+        "--ablation", action="store_true", help="the changes one at a time, data seed 0"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default 200 (--quick: 5)")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1)")
     parser.add_argument("--out", default=None, help="write the record as JSON here")
     args = parser.parse_args()
-    epochs = args.epochs or (30 if args.quick else 200)
+    epochs = args.epochs or (5 if args.quick else 200)
     seeds = list(range(args.seeds or (1 if args.quick else 3)))
     print("\n".join(describe_machine()))
     logging.disable(logging.INFO)
@@ -149,8 +163,10 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         if args.ablation:
             rows = run_grid(ABLATION, epochs, seeds, tmp, ABLATIONS)
+        elif args.quick:
+            rows = run_grid(QUICK, epochs, seeds, tmp, extra=QUICK_OPTS)
         else:
-            rows = run_grid(QUICK if args.quick else FULL, epochs, seeds, tmp)
+            rows = run_grid(FULL, epochs, seeds, tmp)
     record = {"epochs": epochs, "seeds": seeds, "rows": rows, "plus_minus_official": None}
     record["plus_minus_official"] = main_effect(rows)
     record["seconds"] = round(time.perf_counter() - start, 1)
