@@ -14,14 +14,14 @@ engine.sweep (tools/sweep.py) with the same overrides: STAGE1.EPOCHS (one iterat
 DATA.VAL_FRACTION 0.2 (every recipe trains on the same 80 % of the training videos and reports the
 frame AUC of the held-out 20 %: the recipe was chosen on it, never on the test set) and the file.
 
-Cells (each over training seeds 0..n-1; scale and width: 0 and 1):
+Cells (over training seeds 0..n-1; the scale and width cells: seed 0):
   main      D 1024, x1, data seeds 1 and 2 (data seed 0 was the one the recipe was chosen on)
   scale     D 1024, data seed 1, x0.1 / x4 / x10
   width     x1, data seed 1, D 512 / 2048 / 4096
   ablation  (--ablation) D 1024, data seed 0, x1 and x10: the changes one at a time
 Per cell: mean ± std (ddof 1) over training seeds of the test frame AUC of the final generator, the
 frame AUC of its pseudo-labels on the masked training videos, the validation AUC, and `sat`: the
-share of test clip scores within 1e-6 of 0 or 1 (a saturated sigmoid: the collapse)."""
+share of test clip scores within 1e-20 of 0 or 1 (a saturated sigmoid: the collapse)."""
 
 import argparse
 import json
@@ -61,7 +61,9 @@ ABLATION = [("ablation", 1024, 0, 1.0), ("ablation", 1024, 0, 10.0)]
 # iteration (6 iterations per epoch)
 QUICK = [("quick", 128, 0, 10.0)]
 QUICK_OPTS = ["STAGE1.BATCH_SIZE", "10"]
-SATURATED = 1e-6
+# a score this close to 0 or 1 has a logit beyond ±46: the sigmoid's gradient is gone. Trained MIL
+# generators of either recipe push normal clips to 1e-8..1e-15, so a looser bound would count them
+SATURATED = 1e-20
 METRICS = ("test/auc", "pseudo_label_auc", "val", "sat")
 
 
@@ -108,8 +110,8 @@ def run_grid(cells, epochs, seeds, workdir, recipes=RECIPES, extra=()):
     for cell, dim, data_seed, scale in cells:
         features = Path(workdir) / f"demo_D{dim}_seed{data_seed}_x{scale}.h5"
         make_demo_features(features, dim=dim, seed=data_seed, scale=scale)
-        # the scale and width cells check for a collapse: two training seeds are enough
-        cell_seeds = seeds[:2] if cell in ("scale", "width") else seeds
+        # the scale and width cells check for a collapse: one training seed is enough
+        cell_seeds = seeds[:1] if cell in ("scale", "width") else seeds
         for i, (recipe, spec) in enumerate(recipes.items()):
             out = Path(workdir) / f"recipe{i}_{features.stem}"
             per_seed = run_cell(spec, features, dim, epochs, cell_seeds, out, extra)
