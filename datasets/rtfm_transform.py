@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from datasets.transforms import check_frames
 from utils.errors import InputError
 
 RESIZE = (256, 340)  # (H, W)
@@ -100,16 +101,7 @@ class RTFMTransform:
 
     def __call__(self, frames, rng=None):
         """rng is ignored (the test transforms' interface)."""
-        if not (
-            isinstance(frames, np.ndarray)
-            and frames.dtype == np.uint8
-            and frames.ndim == 4
-            and frames.shape[-1] == 3
-        ):
-            raise InputError(
-                "expected uint8 BGR frames of shape (T, H, W, 3), got "
-                f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}"
-            )
+        check_frames(frames)
         x = torch.from_numpy(np.ascontiguousarray(self.views(self.resized(frames))))
         return normalise_rtfm(x).contiguous() if self.normalise else x
 

@@ -282,7 +282,8 @@ def normalise(clips, backbone):
     return x
 
 
-def _check_frames(frames):
+def check_frames(frames):
+    """Raises InputError unless `frames` are uint8 BGR frames of shape (T, H, W, 3)."""
     if not (
         isinstance(frames, np.ndarray)
         and frames.dtype == np.uint8
@@ -329,7 +330,7 @@ class TrainTransform:
 
     def apply(self, frames, params):
         """Deterministic part: the same crop/flip/gray on every frame."""
-        _check_frames(frames)
+        check_frames(frames)
         x = resized_crop(
             frames, self.resize, (params.top, params.left, params.height, params.width)
         )
@@ -376,7 +377,7 @@ class TestTransform:
 
     def __call__(self, frames, rng=None):
         """rng is ignored (accepted so a train and a test transform are interchangeable)."""
-        _check_frames(frames)
+        check_frames(frames)
         x = resize_clip(frames, self.resize)
         c = self.crop
         if self.ten_crop:

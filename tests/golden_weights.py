@@ -27,17 +27,18 @@ def golden(name):
         return {k: data[k] for k in data.files}
 
 
-def rule_array(i, key, shape):
+def rule_array(i, key, shape, seed_base=1000, gammas=(".batch3d.weight",)):
     """The golden weight rule for entry i of an official state dict -> float32 array (int64 0 for
-    counters)."""
+    counters). seed_base and gammas (the BatchNorm weight suffixes; the official models' only ones
+    are `.batch3d.weight`) let another network's golden vectors use the same rule."""
     if key.endswith("num_batches_tracked"):
         return np.zeros(shape, dtype=np.int64)
-    rng = np.random.RandomState(1000 + i)
+    rng = np.random.RandomState(seed_base + i)
     if key.endswith("running_var"):
         arr = rng.uniform(0.5, 1.5, shape)
     elif key.endswith("running_mean"):
         arr = rng.normal(0, 0.1, shape)
-    elif key.endswith(".batch3d.weight"):  # the only BatchNorm gammas in the official models
+    elif key.endswith(tuple(gammas)):
         arr = rng.uniform(0.8, 1.2, shape)
     elif len(shape) >= 2:
         arr = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)

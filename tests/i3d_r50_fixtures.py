@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests import golden_weights
+
 GOLDEN = Path(__file__).parent / "golden"
 MANIFEST = GOLDEN / "manifests" / "tushar_n_I3Res50.json"
 BN_GAMMAS = ("bn1.weight", "bn2.weight", "bn3.weight", "downsample.1.weight")
@@ -25,21 +27,9 @@ def reference_keys_shapes():
 
 
 def rule_array(i, key, shape):
-    """The module docstring's rule for entry i -> numpy array."""
-    if key.endswith("num_batches_tracked"):
-        return np.zeros(shape, dtype=np.int64)
-    rng = np.random.RandomState(2000 + i)
-    if key.endswith("running_var"):
-        arr = rng.uniform(0.5, 1.5, shape)
-    elif key.endswith("running_mean"):
-        arr = rng.normal(0, 0.1, shape)
-    elif key.endswith(BN_GAMMAS):
-        arr = rng.uniform(0.8, 1.2, shape)
-    elif len(shape) >= 2:
-        arr = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
-    else:
-        arr = rng.normal(0, 0.01, shape)
-    return arr.astype(np.float32)
+    """The module docstring's rule for entry i -> numpy array (tests/golden_weights.py's rule, from
+    RandomState(2000 + i) and with the ResNet's BatchNorm gammas)."""
+    return golden_weights.rule_array(i, key, shape, seed_base=2000, gammas=BN_GAMMAS)
 
 
 def rule_state_dict(keys_shapes=None, counters=True):
