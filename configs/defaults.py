@@ -15,6 +15,7 @@ from datasets.specs import DATASETS
 from models.build import BACKBONES, STAGE1_LOSSES
 from models.losses import BAG_SCORES
 from models.mil_generator import INPUT_NORMS
+from models.tv_video import MVIT_CLIP, TORCHVISION
 from utils.protocol import CHECKPOINT_CHOICES
 from utils.training import COMPILE_MODES, OPTIMIZERS, STAGE1_OPTIMIZERS
 from utils.video_scoring import AMP_DTYPES
@@ -332,3 +333,32 @@ def _validate_stage2(cfg):
             "DATA.TRAIN_SIZE is [] or [resize_h, resize_w, crop]; DATA.TEST_SIZE is [], [h, w] or"
             " [h, w, crop]"
         )
+    _validate_torchvision_input(cfg)
+
+
+def _validate_torchvision_input(cfg):
+    """torchvision's backbones have one width, and mvit_v2_s one clip size (models/tv_video.py):
+    refused here, before a run folder exists, not at the first forward."""
+    name = cfg.MODEL.BACKBONE
+    if name not in TORCHVISION:
+        return
+    if cfg.MODEL.WIDTH != 1.0:
+        raise ValueError(
+            f"MODEL.WIDTH = {cfg.MODEL.WIDTH}: torchvision backbone {name!r} has one width; set "
+            "MODEL.WIDTH 1.0 (tiny runs shrink DATA.TRAIN_SIZE / DATA.TEST_SIZE instead)"
+        )
+    if name != "mvit_v2_s":
+        return
+    train, test = cfg.DATA.TRAIN_SIZE, cfg.DATA.TEST_SIZE
+    # the crops as datasets/build.py reads the keys ([h, w] tests on a min(h, w) square)
+    crops = {
+        "DATA.TRAIN_SIZE": train[2] if train else MVIT_CLIP[1],
+        "DATA.TEST_SIZE": (test[2] if len(test) == 3 else min(test)) if test else MVIT_CLIP[1],
+    }
+    for key, crop in crops.items():
+        if crop != MVIT_CLIP[1]:
+            raise ValueError(
+                f"{key} = {list(cfg.DATA[key.split('.')[1]])} gives {crop}x{crop} clips, but "
+                f"mvit_v2_s takes {MVIT_CLIP[1]}x{MVIT_CLIP[2]} only (torchvision builds its "
+                f"relative positions for that size): set {key} [256, 341, 224] or leave it []"
+            )

@@ -97,6 +97,19 @@ def test_mvit_pools_the_class_token_and_refuses_other_sizes(published):
         MIST("swin3d_t", width=0.5)
 
 
+def test_a_config_they_cannot_take_is_refused_when_loaded():
+    """Before a run folder exists (configs/defaults.py), naming the key and the fix."""
+    from utils.config import ConfigError, load_cfg
+
+    with pytest.raises(ConfigError, match=r"DATA.TRAIN_SIZE = \[32, 40, 32\] gives 32x32 clips"):
+        load_cfg(None, ["MODEL.BACKBONE", "mvit_v2_s", "DATA.TRAIN_SIZE", "[32, 40, 32]"])
+    with pytest.raises(ConfigError, match=r"DATA.TEST_SIZE = \[240, 320\] gives 240x240 clips"):
+        load_cfg(None, ["MODEL.BACKBONE", "mvit_v2_s", "DATA.TEST_SIZE", "[240, 320]"])
+    with pytest.raises(ConfigError, match="MODEL.WIDTH = 0.5: torchvision backbone 'r2plus1d_18'"):
+        load_cfg(None, ["MODEL.BACKBONE", "r2plus1d_18", "MODEL.WIDTH", "0.5"])
+    assert load_cfg(None, ["MODEL.BACKBONE", "mvit_v2_s"]).MODEL.BACKBONE == "mvit_v2_s"
+
+
 def test_weight_files_that_do_not_fit_are_refused_naming_the_tensor(published, tmp_path):
     _, path = published["r2plus1d_18"]
     state = torch.load(path, weights_only=True)
