@@ -97,3 +97,24 @@ def tiny_stage2_opts(paths, out, backbone="c3d", epochs=2, **extra):
         **extra,
     }
     return ["--cfg", ""] + [str(x) for kv in opts.items() for x in kv]
+
+
+REAL_VIDEO = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
+
+
+def tiny_mist_on_the_real_video():
+    """-> (a seeded MIST-C3D at 1/16 width, k = 2, in eval mode; its clip scores of the shipped real
+    video's 6 clips at 32x40 / 32, as engine/evaluate.py scores them)."""
+    import torch
+
+    from datasets.frames import open_frames
+    from datasets.transforms import TestTransform
+    from models.mist import MIST
+    from utils.video_scoring import score_videos_on_frames
+
+    torch.manual_seed(0)
+    net = MIST("c3d", expand_k=2, width=0.0625).eval()
+    frames = open_frames([REAL_VIDEO], kind="video")
+    transform = TestTransform("c3d", "ucf_crime", size=((32, 40), 32))
+    scores = score_videos_on_frames(net, frames, frames.names, transform, torch.device("cpu"))
+    return net, scores[REAL_VIDEO.stem]

@@ -8,15 +8,12 @@ import pytest
 import torch
 
 from configs.defaults import get_cfg_defaults
-from datasets.frames import open_frames
-from datasets.transforms import TestTransform
 from engine.api import frame_scores_of, load
 from models.mil_generator import MILGenerator
-from models.mist import MIST
+from tests.stage2_fixtures import tiny_mist_on_the_real_video
 from utils.checkpoint import save_checkpoint
 from utils.errors import InputError
 from utils.video import read_video_frames
-from utils.video_scoring import score_videos_on_frames
 
 REAL = Path(__file__).parent / "data" / "videos" / "Normal_Videos020_x264_head100.mp4"
 
@@ -27,19 +24,10 @@ def stage2(tmp_path_factory):
     cfg = get_cfg_defaults()
     cfg.MODEL.BACKBONE, cfg.MODEL.WIDTH, cfg.MODEL.EXPAND_K = "c3d", 0.0625, 2
     cfg.DATA.DATASET, cfg.DATA.TEST_SIZE = "ucf_crime", [32, 40, 32]
-    torch.manual_seed(0)
-    net = MIST("c3d", expand_k=2, width=0.0625).eval()
+    net, scores = tiny_mist_on_the_real_video()
     path = tmp_path_factory.mktemp("api") / "s2.pth"
     save_checkpoint(path, kind="stage2", model=net.state_dict(), cfg=cfg.dump(), epoch=1)
-    frames = open_frames([REAL], kind="video")
-    ref = score_videos_on_frames(
-        net,
-        frames,
-        frames.names,
-        TestTransform("c3d", "ucf_crime", size=((32, 40), 32)),
-        torch.device("cpu"),
-    )
-    return path, ref["Normal_Videos020_x264_head100"]
+    return path, scores
 
 
 def test_a_video_file_and_its_frames_score_as_tools_test_does(stage2):

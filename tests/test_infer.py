@@ -20,6 +20,7 @@ from datasets.transforms import TestTransform, normalise
 from models.mist import MIST
 from engine import infer
 from utils.alarms import AlarmTracker, alarms_from_scores, min_duration_frames
+from tests.stage2_fixtures import tiny_mist_on_the_real_video
 from utils.stream import FrameReader, source_kind, source_name
 from utils.video_scoring import score_videos_on_frames
 from utils.errors import UserError
@@ -140,18 +141,9 @@ def model(tmp_path_factory):
     """A tiny MIST-C3D checkpoint and the scores engine/evaluate.py's scoring gives the real video's
     6 clips."""
     path = tmp_path_factory.mktemp("model") / "mist.pth"
-    torch.manual_seed(0)
-    net = MIST("c3d", expand_k=2, width=0.0625).eval()
+    net, scores = tiny_mist_on_the_real_video()
     torch.save({"model": net.state_dict()}, path)
-    frames = open_frames([REAL], kind="video")
-    ref = score_videos_on_frames(
-        net,
-        frames,
-        frames.names,
-        TestTransform("c3d", "ucf_crime", size=((32, 40), 32)),
-        torch.device("cpu"),
-    )
-    return path, ref["Normal_Videos020_x264_head100"]
+    return path, scores
 
 
 @pytest.fixture(scope="module")
