@@ -170,6 +170,15 @@ _C.STAGE2.DEVICE_AUGMENT = False
 # on the training device (datasets/device_augment.py): needs a frames h5; pixels within 3 levels of
 # the CPU path
 
+_C.PRETEXT = CN()
+# engine/pretext.py: self-supervised pace prediction on the unlabelled DATA.TRAIN_SPLIT frames
+# (the video demo pretrains its encoder with it); which stride made this 16-frame clip?
+_C.PRETEXT.STRIDES = [1, 2, 4]
+_C.PRETEXT.ITERS = 300
+_C.PRETEXT.BATCH_SIZE = 12
+_C.PRETEXT.LR = 1e-3
+_C.PRETEXT.EVAL_CLIPS = 240  # other draws of the same videos, at the test transform
+
 _C.INFER = CN()
 # tools/infer.py: an alarm starts when a window's score exceeds this (strict >, as the FARs)
 _C.INFER.THRESHOLD = 0.5
@@ -334,6 +343,21 @@ def _validate_stage2(cfg):
             " [h, w, crop]"
         )
     _validate_torchvision_input(cfg)
+    _validate_pretext(cfg.PRETEXT)
+
+
+def _validate_pretext(p):
+    strides = list(p.STRIDES)
+    if len(strides) < 2 or len(set(strides)) != len(strides) or min(strides) < 1:
+        raise ValueError(
+            f"PRETEXT.STRIDES = {strides}: give at least two different positive frame strides, "
+            "e.g. [1, 2, 4]"
+        )
+    for key in ("ITERS", "BATCH_SIZE", "EVAL_CLIPS"):
+        if p[key] <= 0:
+            raise ValueError(f"PRETEXT.{key} must be positive, got {p[key]}")
+    if not p.LR > 0:
+        raise ValueError(f"PRETEXT.LR must be positive, got {p.LR}")
 
 
 def _validate_torchvision_input(cfg):
