@@ -100,7 +100,8 @@ def test_quick_benchmark_official_collapses_at_x10_and_plus_does_not(tmp_path):
     got = {r["recipe"]: r for r in rows}
     assert list(got) == list(stage1_recipe.RECIPES) and {r["scale"] for r in rows} == {10.0}
     for row in rows:
-        assert set(row["mean"]) == set(row["std"]) == set(stage1_recipe.METRICS)
+        metrics = {*stage1_recipe.METRICS, *stage1_recipe.BEST_VAL_METRICS}
+        assert set(row["mean"]) == set(row["std"]) == metrics
         assert list(row["per_seed"]) == ["0"] and row["std"]["test/auc"] == 0.0
     # on x10 rows the official recipe stays near chance (its sigmoid saturates in the first
     # step); unit-norm rows train as at x1
@@ -108,3 +109,28 @@ def test_quick_benchmark_official_collapses_at_x10_and_plus_does_not(tmp_path):
     assert official["val"] < 0.58 and plus["val"] > official["val"] + 0.05
     assert plus["test/auc"] > official["test/auc"] + 0.03
     assert plus["pseudo_label_auc"] > official["pseudo_label_auc"] + 0.05
+
+
+def test_long_mode_reports_the_generator_chosen_on_validation(tmp_path):
+    """--long: each run's best_val/auc is the test AUC logged at the iteration of its best
+    validation AUC, and its pseudo-labels come from that generator."""
+    from utils.logger import read_metrics
+
+    cells = [("long", 128, 0, 1.0)]
+    rows = stage1_recipe.run_grid(
+        cells, 24, [0], tmp_path, stage1_recipe.LONG_RECIPES, stage1_recipe.QUICK_OPTS, 4
+    )
+    assert [r["recipe"] for r in rows] == list(stage1_recipe.LONG_RECIPES)
+    for row in rows:
+        got = row["per_seed"]["0"]
+        run = next(tmp_path.glob(stage1_recipe.slug(row["recipe"]) + "_demo_*")) / "seed_0"
+        records = [r for r in read_metrics(run) if "val" in r]
+        assert [r["epoch"] for r in records] == [4, 8, 12, 16, 20, 24]
+        best = max(records, key=lambda r: r["val"])  # the first of equal maxima, as fit.Best
+        assert got["best_val"] == best["val"] and got["best_val_epoch"] == best["epoch"]
+        assert got["best_val/auc"] == best["auc"]
+        # the generator chosen on validation wrote the pseudo-labels and is the test row
+        assert got["test/auc"] == got["best_val/auc"] and got["last/auc"] == records[-1]["auc"]
+        assert set(stage1_recipe.LONG_METRICS) <= set(row["mean"])
+    # the two recipes differ only by unit-norm rows: different runs
+    assert rows[0]["per_seed"]["0"] != rows[1]["per_seed"]["0"]
