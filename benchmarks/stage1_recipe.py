@@ -6,7 +6,7 @@ scales, widths and seeds, in one command.
     python benchmarks/stage1_recipe.py --quick        # a tiny grid in seconds (the tests run it)
     python benchmarks/stage1_recipe.py --out t.json   # also write the record as JSON
     python benchmarks/stage1_recipe.py --long --data-seeds 1 --train-seeds 0 1 2 --workdir runs/
-                      # official vs official + unit-norm rows at the official budget: ~50 min a run
+                      # official vs official + unit-norm rows at the official budget
 
 Data: the demo feature generator (datasets/demo.py: the real ShanghaiTech split, lengths and masks;
 all-positive I3D-like rows of L2 norm ~3.5) at data seed s and width D, every row multiplied by a
@@ -21,12 +21,13 @@ Cells (over training seeds 0..n-1; the scale and width cells: seed 0):
   scale     D 1024, data seed 1, x0.1 / x4 / x10
   width     x1, data seed 1, D 512 / 2048 / 4096
   ablation  (--ablation) D 1024, data seed 0, x1 and x10: the changes one at a time
-  long      (--long) D 1024, x1, --data-seeds (default 1 2): the official recipe and the official
-            recipe on unit-norm rows (DATA.L2_NORM True) at the official 3001 iterations, evaluated
-            every 125, each run's generator chosen on the validation split (best_val: its test AUC
-            is `best_val/auc`, its pseudo-labels are written by it); one run takes ~50 min on one
-            CPU thread, so --workdir keeps the runs (an interrupted benchmark continues) and two
-            processes with different --data-seeds share the two cores
+  long      (--long) x1, --dims (default 1024), --data-seeds (default 1 2): the official recipe
+            and the official recipe on unit-norm rows (DATA.L2_NORM True) at the official 3001
+            iterations, evaluated every 125, each run's generator chosen on the validation split
+            (best_val: its test AUC is `best_val/auc`, its pseudo-labels are written by it); one
+            D 1024 run takes ~12-15 min on one loaded CPU thread, so --workdir keeps the runs (an
+            interrupted benchmark continues) and two processes with different --data-seeds
+            share the two cores
 Per cell: mean ± std (ddof 1) over training seeds of the test frame AUC of the final generator, the
 frame AUC of its pseudo-labels on the masked training videos, the validation AUC, and `sat`: the
 share of test clip scores within 1e-20 of 0 or 1 (a saturated sigmoid: the collapse)."""
@@ -204,6 +205,9 @@ def main():
     parser.add_argument(
         "--data-seeds", type=int, nargs="+", default=[1, 2], help="--long: data sets (default 1 2)"
     )
+    parser.add_argument(
+        "--dims", type=int, nargs="+", default=[1024], help="--long: widths D (default 1024)"
+    )
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--out", default=None, help="write the record as JSON here")
     args = parser.parse_args()
@@ -221,7 +225,7 @@ def main():
         elif args.quick:
             rows = run_grid(QUICK, epochs, seeds, workdir, extra=QUICK_OPTS)
         elif args.long:
-            cells = [("long", 1024, s, 1.0) for s in args.data_seeds]
+            cells = [("long", d, s, 1.0) for d in args.dims for s in args.data_seeds]
             period = min(LONG_EVAL_PERIOD, max(epochs // 4, 1))
             rows = run_grid(cells, epochs, seeds, workdir, LONG_RECIPES, (), period)
             metrics, compare = LONG_METRICS, tuple(reversed(LONG_RECIPES))
