@@ -1,7 +1,7 @@
 """Does self-training make the encoder better than stage 1? The video demo's self-training chain
 (engine/demo.py, docs/demo.md) over training seeds, in one command.
 
-    python benchmarks/demo_self_training.py           # seeds 0, 1, 2: ~5 min per seed, 1 core
+    python benchmarks/demo_self_training.py           # seeds 0, 1, 2: ~5 min per seed, 2 cores
     python benchmarks/demo_self_training.py --seeds 1 --out record.json
     python benchmarks/demo_self_training.py --opts PRETEXT.ITERS 300   # a variant of the chain
 

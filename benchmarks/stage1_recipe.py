@@ -33,7 +33,6 @@ frame AUC of its pseudo-labels on the masked training videos, the validation AUC
 share of test clip scores within 1e-20 of 0 or 1 (a saturated sigmoid: the collapse)."""
 
 import argparse
-import json
 import logging
 import sys
 import tempfile
@@ -48,6 +47,7 @@ import numpy as np
 from benchmarks.stage1 import describe_machine
 from datasets.demo import make_demo_features
 from engine.sweep import aggregate, sweep
+from utils.checkpoint import write_json
 from utils.logger import read_metrics
 
 OFFICIAL = ROOT / "configs/shanghaitech/i3d_stage1.yaml"
@@ -170,14 +170,17 @@ def main_effect(rows, new="plus", old="official", metrics=METRICS):
     return {k: float(means[new][k] - means[old][k]) for k in metrics}
 
 
+def unit(metric):
+    """-> the factor a metric is printed with: fractions in %, best_val_epoch (iterations) as is."""
+    return 1 if metric.endswith("epoch") else 100
+
+
 def format_rows(rows, metrics=METRICS):
     head = f"{'cell':8s} {'D':>5s} {'data':>4s} {'scale':>5s} {'recipe':17s}"
     lines = [head + "".join(f"{k:>18s}" for k in metrics)]
     for r in rows:
-        # fractions in %, the iteration of the best_val checkpoint as is
-        unit = {k: 1 if k.endswith("epoch") else 100 for k in metrics}
         cells = "".join(
-            f"{unit[k] * r['mean'][k]:10.2f} ± {unit[k] * r['std'][k]:5.2f}" for k in metrics
+            f"{unit(k) * r['mean'][k]:10.2f} ± {unit(k) * r['std'][k]:5.2f}" for k in metrics
         )
         lines.append(
             f"{r['cell']:8s} {r['dim']:5d} {r['data_seed']:4d} {r['scale']:5.1f} "
@@ -190,16 +193,18 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="D 128, x10, 1 seed, 5 x 6 iterations")
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="D 128, x10, 1 seed, 5 x 6 iterations")
+    mode.add_argument(
         "--ablation", action="store_true", help="the changes one at a time, data seed 0"
     )
-    parser.add_argument(
+    mode.add_argument(
         "--long", action="store_true", help="official vs official + L2 rows, 3001 iterations"
     )
     parser.add_argument("--epochs", type=int, default=None, help="default 200 (--long: 3001)")
-    parser.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1)")
-    parser.add_argument(
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", type=int, default=None, help="training seeds (default 3; 1)")
+    seeds.add_argument(
         "--train-seeds", type=int, nargs="+", default=None, help="these seeds (not 0..n-1)"
     )
     parser.add_argument(
@@ -211,6 +216,8 @@ def main():
     parser.add_argument("--workdir", default=None, help="keep the runs here (default: a temp dir)")
     parser.add_argument("--out", default=None, help="write the record as JSON here")
     args = parser.parse_args()
+    if not args.long and (args.dims != [1024] or args.data_seeds != [1, 2]):
+        parser.error("--dims and --data-seeds choose the cells of --long only")
     epochs = args.epochs or (5 if args.quick else LONG_EPOCHS if args.long else 200)
     seeds = args.train_seeds or list(range(args.seeds or (1 if args.quick else 3)))
     print("\n".join(describe_machine()))
@@ -239,14 +246,12 @@ def main():
     print(
         f"{compare[0]} - {compare[1]} (mean over the main cells, or all cells): "
         + ", ".join(
-            f"{k} {(1 if k.endswith('epoch') else 100) * v:+.2f}"
-            for k, v in record["difference"].items()
-            if k in metrics
+            f"{k} {unit(k) * v:+.2f}" for k, v in record["difference"].items() if k in metrics
         )
         + f"; {record['seconds']:.0f} s, {epochs} epochs, seeds {seeds}"
     )
     if args.out:
-        Path(args.out).write_text(json.dumps(record, indent=1))
+        write_json(args.out, record)
     return record
 
 

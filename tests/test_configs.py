@@ -8,15 +8,17 @@ import yaml
 
 from configs.defaults import get_cfg_defaults
 from models.build import build_generator
+from models.mist import MIST
 from utils.config import REPO_ROOT, ConfigError, load_cfg, parse_args
 
 CONFIGS = sorted((REPO_ROOT / "configs").rglob("*stage1*.yaml"))
 # the video demo's stage-1 configs (docs/demo.md): hand-made 128-d motion features, and the
-# features of the self-training chain's encoder (MIST-I3D: 1024 x its width)
-SELF_TRAINING = REPO_ROOT / "configs/demo/stage2_self_training.yaml"
+# features of the self-training chain's encoder (MIST-I3D at the width of
+# configs/demo/stage2_self_training.yaml)
+SELF_TRAINING = load_cfg(REPO_ROOT / "configs/demo/stage2_self_training.yaml").MODEL.WIDTH
 VIDEO_DEMO = {
     "stage1_video.yaml": 128,
-    "stage1_learned.yaml": int(1024 * load_cfg(SELF_TRAINING).MODEL.WIDTH),
+    "stage1_learned.yaml": MIST("i3d", width=SELF_TRAINING).backbone.out_channels,
 }
 
 

@@ -150,7 +150,7 @@ def test_the_encoder_loads_into_stage_2_and_the_extractor(pretrained):
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, saved["model"][f"backbone.{key}"]), key
     encoder = build_encoder("i3d", out / ENCODER_FILE, cfg, 1)
-    assert encoder.dim == int(1024 * cfg.MODEL.WIDTH)  # 256 at the demo's 1/4 width
+    assert encoder.dim == model.backbone.out_channels == 256  # the demo's 1/4 width
     for key, value in encoder.module.backbone.state_dict().items():
         assert torch.equal(value, saved["model"][f"backbone.{key}"]), key
 
@@ -209,7 +209,7 @@ def test_the_chain_fine_tunes_the_pretrained_encoder(chain):
     assert cfg.DATA.PSEUDO_LABELS == str(out / "stage1" / "pseudo_labels.npz")
     before, after = _rows(out / "features_pretext.h5"), _rows(out / "features_mist.h5")
     assert before.keys() == after.keys() and len(before) == 6  # every train and test video
-    dim = int(1024 * load_cfg(CONFIGS / "stage2_self_training.yaml").MODEL.WIDTH)
+    dim = MIST("i3d", width=cfg.MODEL.WIDTH).backbone.out_channels
     assert all(v.shape[1] == dim and np.isfinite(v).all() for v in before.values())
     # the second stage-1 run reads the fine-tuned encoder's features, not the pretrained ones
     assert all(not np.allclose(before[k], after[k]) for k in before)
